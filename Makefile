@@ -1,0 +1,55 @@
+# The whole pipeline as named steps. `make demo` and `make test` are the two set-up commands of
+# the README: each creates the virtual environment and installs the pinned packages first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARTIFACTS := artifacts
+DEMO_DATA := $(ARTIFACTS)/data/marketplace-small
+
+.PHONY: demo test test-slow lint format install data train evaluate clean
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[serve,train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# --- the demo pipeline: data -> train -> evaluate ---------------------------------------------
+
+$(DEMO_DATA)/dataset.json: $(STAMP)
+	$(PY) -m trainer generate --scale small --seed 7 --out $(DEMO_DATA)
+
+data: $(DEMO_DATA)/dataset.json
+
+train: data
+	$(PY) -m trainer train --model mostpop --dataset $(DEMO_DATA)
+	$(PY) -m trainer train --model itemknn --dataset $(DEMO_DATA)
+	$(PY) -m trainer train --model bprmf --dataset $(DEMO_DATA)
+
+evaluate: train
+	$(PY) -m trainer evaluate --model mostpop --dataset $(DEMO_DATA)
+	$(PY) -m trainer evaluate --model itemknn --dataset $(DEMO_DATA)
+	$(PY) -m trainer evaluate --model bprmf --dataset $(DEMO_DATA)
+
+demo: evaluate
+
+clean:
+	rm -rf $(VENV) $(ARTIFACTS)

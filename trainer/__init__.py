@@ -1,0 +1,1 @@
+"""Training side: data model, datasets, graph and sequence models, evaluation."""

@@ -1,0 +1,1 @@
+"""Recommenders behind one contract (:mod:`trainer.models.base`) and their registry."""
