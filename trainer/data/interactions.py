@@ -8,7 +8,8 @@ in :mod:`trainer.data.splits` produce an :class:`InteractionData`.
 Event frames (``train``, ``valid``, ``test``) all have the columns of :data:`EVENT_COLUMNS`:
 ``user_idx``, ``item_idx`` (int64), ``timestamp`` (int64 epoch seconds), ``event`` (int8 index into
 :data:`trainer.data.schema.EVENT_TYPES`), ``hour`` (int8, -1 when unknown), ``device`` and
-``location`` (int16/int32 codes into :attr:`InteractionData.devices` / ``locations``, -1 when unknown).
+``location`` (int16/int32 codes into :attr:`InteractionData.devices` / ``locations``; -1 when
+unknown).
 ``valid`` and ``test`` hold the evaluation targets only (positive events).
 """
 
@@ -68,13 +69,14 @@ def encode_events(market: Marketplace, users: IdMap, items: IdMap) -> tuple[pd.D
             "user_idx": users.to_idx(events["user_id"].to_numpy(dtype=object)),
             "item_idx": items.to_idx(events["product_id"].to_numpy(dtype=object)),
             "timestamp": events["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64),
-            "event": events["event_type"].map({n: i for i, n in enumerate(EVENT_TYPES)}).astype(
-                np.int8
-            ),
+            "event": events["event_type"]
+            .map({n: i for i, n in enumerate(EVENT_TYPES)})
+            .astype(np.int8),
             "hour": events["hour"].fillna(-1).astype(np.int8),
-            "device": events["device"].map({n: i for i, n in enumerate(DEVICES)}).fillna(-1).astype(
-                np.int16
-            ),
+            "device": events["device"]
+            .map({n: i for i, n in enumerate(DEVICES)})
+            .fillna(-1)
+            .astype(np.int16),
             "location": events["location"].map(location_code).fillna(-1).astype(np.int32),
         }
     )

@@ -97,11 +97,11 @@ def _from_pandas(table: Table, frame: pd.DataFrame, file: str) -> pa.Table:
     for name in frame.columns:
         values = frame[name]
         declared = schema.field(name).type if name in schema.names else None
+        # is_datetime64_dtype is true only for naive datetimes (tz-aware ones have their own dtype)
         if declared == TIMESTAMP and pd.api.types.is_datetime64_dtype(values.dtype):
-            if getattr(values.dtype, "tz", None) is None:
-                raise DataValidationError(
-                    [DataProblem(file, None, name, "timestamp without a time zone; use UTC")]
-                )
+            raise DataValidationError(
+                [DataProblem(file, None, name, "timestamp without a time zone; use UTC")]
+            )
         try:
             arrays.append(pa.array(values, type=declared, from_pandas=True))
             continue

@@ -42,7 +42,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     key: str
-    # column -> (table, key column) it must reference; nulls are allowed where the column is nullable
+    # (column, table) pairs: the column must hold keys of that table (null allowed if nullable)
     references: tuple[tuple[str, str], ...] = ()
 
     @property

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -124,7 +126,9 @@ def temporal_split(
             f"dataset {market.info.name!r} has ordinal timestamps: a global temporal split would "
             "be meaningless; use leave_one_out or fixed"
         )
-    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+    if not (
+        0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1
+    ):
         raise SplitError("valid_fraction and test_fraction must be in (0, 1) and sum below 1")
     users, items, events, locations = _prepare(market)
     times = events["timestamp"].to_numpy()
@@ -133,9 +137,7 @@ def temporal_split(
     train = events[times < valid_cut]
     between = events[(times >= valid_cut) & (times < test_cut)]
     after = events[times >= test_cut]
-    data = _build(
-        market, users, items, locations, train, between, after, between, "temporal"
-    )
+    data = _build(market, users, items, locations, train, between, after, between, "temporal")
     return _drop_non_positive_targets(data, new_pairs_only=True)
 
 
@@ -184,10 +186,12 @@ def history_length_buckets(
     counts = np.bincount(history["user_idx"].to_numpy(), minlength=data.num_users)
     users = np.unique(data.targets(stage)["user_idx"].to_numpy())
     buckets: dict[str, np.ndarray] = {}
-    bounds = list(edges) + [np.iinfo(np.int64).max]
-    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
-        label = f">={low}" if high == np.iinfo(np.int64).max else (
-            str(low) if high - low == 1 else f"{low}-{high - 1}"
+    bounds = [*edges, np.iinfo(np.int64).max]
+    for low, high in itertools.pairwise(bounds):
+        label = (
+            f">={low}"
+            if high == np.iinfo(np.int64).max
+            else (str(low) if high - low == 1 else f"{low}-{high - 1}")
         )
         buckets[label] = users[(counts[users] >= low) & (counts[users] < high)]
     return buckets

@@ -92,7 +92,9 @@ def _cast_column(
         return None
 
 
-def conform_table(table: Table, data: pa.Table, file: str) -> tuple[pa.Table | None, list[DataProblem]]:
+def conform_table(
+    table: Table, data: pa.Table, file: str
+) -> tuple[pa.Table | None, list[DataProblem]]:
     """Check columns, types and nulls; return the table in the declared schema (or None)."""
     problems: list[DataProblem] = []
     present = set(data.column_names)
@@ -149,7 +151,11 @@ def _check_timestamp(file: str, name: str, column: pa.ChunkedArray, problems: li
     inside = pc.and_(pc.greater_equal(column, low), pc.less(column, high))
     bad = ~pc.fill_null(inside, True).to_numpy(zero_copy_only=False)
     _check_values(
-        file, name, column, bad, f"timestamp {{value}} outside [{EARLIEST:%Y}, {LATEST:%Y})",
+        file,
+        name,
+        column,
+        bad,
+        f"timestamp {{value}} outside [{EARLIEST:%Y}, {LATEST:%Y})",
         problems,
     )
 
@@ -173,21 +179,35 @@ def check_values(table: Table, data: pa.Table, file: str) -> list[DataProblem]:
     if table is EVENTS:
         col = data.column("event_type")
         _check_values(
-            file, "event_type", col, ~_in_set(col, EVENT_TYPES),
-            f"unknown event type {{value!r}} (expected one of {', '.join(EVENT_TYPES)})", problems,
+            file,
+            "event_type",
+            col,
+            ~_in_set(col, EVENT_TYPES),
+            f"unknown event type {{value!r}} (expected one of {', '.join(EVENT_TYPES)})",
+            problems,
         )
         col = data.column("device")
         _check_values(
-            file, "device", col, ~_in_set(col, DEVICES),
-            f"unknown device {{value!r}} (expected one of {', '.join(DEVICES)})", problems,
+            file,
+            "device",
+            col,
+            ~_in_set(col, DEVICES),
+            f"unknown device {{value!r}} (expected one of {', '.join(DEVICES)})",
+            problems,
         )
         col = data.column("split")
         _check_values(
-            file, "split", col, ~_in_set(col, SPLITS),
-            f"unknown split {{value!r}} (expected one of {', '.join(SPLITS)})", problems,
+            file,
+            "split",
+            col,
+            ~_in_set(col, SPLITS),
+            f"unknown split {{value!r}} (expected one of {', '.join(SPLITS)})",
+            problems,
         )
         col = data.column("hour")
-        _check_values(file, "hour", col, _outside(col, 0, 23), "hour {value} outside 0-23", problems)
+        _check_values(
+            file, "hour", col, _outside(col, 0, 23), "hour {value} outside 0-23", problems
+        )
     if table is PRODUCTS:
         col = data.column("price")
         bad = ~pc.fill_null(pc.greater(col, 0.0), True).to_numpy(zero_copy_only=False)
@@ -220,7 +240,9 @@ def check_references(tables: Mapping[str, pa.Table], files: Mapping[str, str]) -
             for row in _first_rows(bad):
                 problems.append(
                     DataProblem(
-                        files[table.name], row, column_name,
+                        files[table.name],
+                        row,
+                        column_name,
                         f"unknown {target.key} {values[row]!r} (not in {target.file_name})",
                     )
                 )

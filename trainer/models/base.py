@@ -69,7 +69,7 @@ class Recommender(ABC):
         """(len(users), num_items) float scores, using only ``data.history(stage)`` as input."""
 
     def item_embeddings(self) -> torch.Tensor | None:
-        """(num_items, D) item vectors in the space of :meth:`user_embeddings`, if the model has one."""
+        """(num_items, D) item vectors in the space of :meth:`user_embeddings`, if any."""
         return None
 
     def user_embeddings(self, data: InteractionData, stage: Stage) -> torch.Tensor | None:
@@ -77,7 +77,12 @@ class Recommender(ABC):
         return None
 
     def recommend(
-        self, data: InteractionData, stage: Stage, users: np.ndarray, k: int, exclude_seen: bool = True
+        self,
+        data: InteractionData,
+        stage: Stage,
+        users: np.ndarray,
+        k: int,
+        exclude_seen: bool = True,
     ) -> torch.Tensor:
         """(len(users), k) item rows, best first, seen items excluded."""
         scores = self.score(data, stage, users).clone()

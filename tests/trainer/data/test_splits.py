@@ -31,10 +31,13 @@ def test_leave_one_out_holds_out_the_last_two_positives():
     assert ("u2", "p4") in ids(data, data.train) and ("u3", "p1") in ids(data, data.train)
     # training keeps the impression (any event type) but nothing at or after the valid target
     assert ids(data, data.train[data.train["user_idx"] == 0]) == [
-        ("u1", "p0"), ("u1", "p0"), ("u1", "p1")
+        ("u1", "p0"),
+        ("u1", "p0"),
+        ("u1", "p1"),
     ]
     assert ids(data, data.history("test")[data.history("test")["user_idx"] == 0])[-1] == (
-        "u1", "p2"
+        "u1",
+        "p2",
     )
 
 
@@ -58,7 +61,18 @@ def test_leave_one_out_has_no_future_leakage_on_a_random_dataset():
 
 
 def test_temporal_split_cuts_globally_and_keeps_new_pairs():
-    pairs = ["u1 p0", "u1 p1", "u2 p0", "u2 p1", "u3 p0", "u1 p2", "u2 p2", "u1 p0", "u3 p4", "u2 p3"]
+    pairs = [
+        "u1 p0",
+        "u1 p1",
+        "u2 p0",
+        "u2 p1",
+        "u3 p0",
+        "u1 p2",
+        "u2 p2",
+        "u1 p0",
+        "u3 p4",
+        "u2 p3",
+    ]
     rows = [(*pair.split(), "click") for pair in pairs]
     market = marketplace(split="temporal", events=events(rows))
     data = split_dataset(market, "temporal", valid_fraction=0.2, test_fraction=0.2)

@@ -71,7 +71,9 @@ def test_bad_timestamp_names_the_row():
 def test_timestamp_without_time_zone_is_refused():
     events = frames()["events"]
     events["timestamp"] = events["timestamp"].dt.tz_localize(None)
-    with pytest.raises(DataValidationError, match="field 'timestamp': timestamp without a time zone"):
+    with pytest.raises(
+        DataValidationError, match="field 'timestamp': timestamp without a time zone"
+    ):
         build(events=events)
 
 
@@ -95,7 +97,9 @@ def test_duplicate_id_names_both_rows():
     users.loc[2, "user_id"] = "u1"
     with pytest.raises(DataValidationError) as error:
         build(users=users)
-    assert "users, row 2, field 'user_id': duplicate id 'u1' (first at row 0)" in problem_text(error)
+    assert "users, row 2, field 'user_id': duplicate id 'u1' (first at row 0)" in problem_text(
+        error
+    )
 
 
 @pytest.mark.parametrize(
