@@ -14,12 +14,19 @@ def frames(num_products: int = 5) -> dict[str, pd.DataFrame]:
     products = [f"p{i}" for i in range(num_products)]
     return {
         "categories": pd.DataFrame(
-            {"category_id": ["home", "home/kitchen"], "name": ["Home", "Kitchen"],
-             "parent_id": [None, "home"]}
+            {
+                "category_id": ["home", "home/kitchen"],
+                "name": ["Home", "Kitchen"],
+                "parent_id": [None, "home"],
+            }
         ),
         "sellers": pd.DataFrame(
-            {"seller_id": ["s1", "s2"], "name": ["Acme", "Bolt"], "rating": [4.5, None],
-             "created_at": [T0, None]}
+            {
+                "seller_id": ["s1", "s2"],
+                "name": ["Acme", "Bolt"],
+                "rating": [4.5, None],
+                "created_at": [T0, None],
+            }
         ),
         "products": pd.DataFrame(
             {
@@ -41,9 +48,14 @@ def frames(num_products: int = 5) -> dict[str, pd.DataFrame]:
         ),
         "events": events(
             [
-                ("u1", "p0", "impression"), ("u1", "p0", "click"), ("u1", "p1", "purchase"),
-                ("u1", "p2", "cart"), ("u1", "p3", "click"), ("u2", "p0", "click"),
-                ("u2", "p4", "favorite"), ("u3", "p1", "click"),
+                ("u1", "p0", "impression"),
+                ("u1", "p0", "click"),
+                ("u1", "p1", "purchase"),
+                ("u1", "p2", "cart"),
+                ("u1", "p3", "click"),
+                ("u2", "p0", "click"),
+                ("u2", "p4", "favorite"),
+                ("u3", "p1", "click"),
             ]
         ),
     }
