@@ -1,0 +1,1 @@
+"""Vespa application package (package/) and the embedded engine serving it (engine/)."""

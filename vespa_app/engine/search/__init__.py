@@ -1,0 +1,452 @@
+"""The /search/ side of the embedded engine (spec §4-§6).
+
+`SearchEngine.search(url_params, body)` answers one query as `(status, json_body)`. It keeps a
+`Segment` per document type current through the store's listener calls (made by the store's
+single writer under its write lock) and executes each query under `store.reading()`, so a query
+sees one consistent state of documents, attributes, text postings and HNSW graphs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vespa_app.engine.schema import PackageError, Schema
+from vespa_app.engine.search.errors import QueryError, http_status, unsupported
+from vespa_app.engine.search.executor import Deadline, Hit, SchemaResult, execute
+from vespa_app.engine.search.expression import ExpressionError
+from vespa_app.engine.search.index import Segment
+from vespa_app.engine.search.matching import Matcher, MatchSettings
+from vespa_app.engine.search.params import Params
+from vespa_app.engine.search.ranking import (
+    CompiledProfile,
+    Ctx,
+    EvalError,
+    OnnxRunner,
+    QueryState,
+    compile_profiles,
+)
+from vespa_app.engine.search.tensors import Tensor, TensorError, parse_tensor_literal
+from vespa_app.engine.search.yql import Query, Unsupported, YqlError, parse_yql
+
+__all__ = ["SearchEngine"]
+
+SECOND_RERANK = "ranking.secondPhase.rerankCount"
+GLOBAL_RERANK = "ranking.globalPhase.rerankCount"
+
+
+class SearchEngine:
+    """Serves /search/ over the package's schemas and the document store."""
+
+    def __init__(
+        self,
+        schemas: dict[str, Schema],
+        store: Any,
+        package_dir: Path,
+        query_profile: dict[str, str],
+    ):
+        self.schemas = schemas
+        self.store = store
+        self.package_dir = Path(package_dir)
+        self.query_profile = dict(query_profile)
+        self.clusters = _content_clusters(self.package_dir, schemas)
+        self.onnx = OnnxRunner()
+        self.compiled: dict[str, dict[str, CompiledProfile]] = {}
+        for name, schema in schemas.items():
+            try:
+                self.compiled[name] = compile_profiles(schema, self.onnx)
+            except ExpressionError as e:
+                raise PackageError(schema.path, _profile_line(schema, str(e)), str(e)) from None
+        self.segments = {name: Segment(schema) for name, schema in schemas.items()}
+        self._lock = threading.RLock()
+        self.onnx_evaluations: dict[str, int] = {}
+        store.add_listener(self)
+        with store.reading(), self._lock:
+            for name, seg in self.segments.items():
+                seg.bulk_put(list(store.iter_documents(name)))
+
+    # -- store listener --------------------------------------------------------------------
+
+    def document_put(self, doc_type: str, local_id: str, fields: dict) -> None:
+        seg = self.segments.get(doc_type)
+        if seg is not None:
+            with self._lock:
+                seg.put(local_id, fields)
+
+    def document_removed(self, doc_type: str, local_id: str) -> None:
+        seg = self.segments.get(doc_type)
+        if seg is not None:
+            with self._lock:
+                seg.remove(local_id)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def search(self, url_params: dict[str, str], body: dict | None) -> tuple[int, dict]:
+        started = time.monotonic()
+        try:
+            params = Params(url_params, body, self.query_profile)
+            return self._search(params, started)
+        except QueryError as e:
+            return http_status([e], 0), _error_body([e])
+
+    def _search(self, params: Params, started: float) -> tuple[int, dict]:
+        params.check_unsupported()
+        yql_text = params.get("yql")
+        if yql_text is None or not yql_text.strip():
+            raise QueryError(4, "Could not create query from YQL: no 'yql' parameter given")
+        try:
+            query = parse_yql(yql_text)
+        except YqlError as e:
+            raise QueryError(4, f"Could not create query from YQL: {e}") from None
+        except Unsupported as e:
+            raise unsupported(str(e)) from None
+
+        hits = params.int_of("hits", 10)
+        offset = params.int_of("offset", 0)
+        if query.limit is not None:
+            offset = query.offset if query.offset is not None else offset
+            hits = max(query.limit - offset, 0)
+        elif query.offset is not None:
+            offset = query.offset
+        if hits > params.max_hits:
+            raise QueryError(3, f"{hits} hits requested, configured limit: {params.max_hits}.")
+        if offset > params.max_offset:
+            raise QueryError(
+                3, f"Offset of {offset} requested, configured limit: {params.max_offset}."
+            )
+        if hits < 0 or offset < 0:
+            raise QueryError(4, "hits and offset must be non-negative")
+        timeout = (
+            query.timeout_ms / 1000 if query.timeout_ms is not None else params.timeout_seconds()
+        )
+        deadline = Deadline(timeout)
+
+        schema_names = self._sources(query, params)
+        profile_name = params.get("ranking.profile") or "default"
+        errors: list[QueryError] = []
+        results: list[SchemaResult] = []
+        now = _now(params)
+        trace_level = params.int_of("trace.level", 0)
+        with self.store.reading(), self._lock:
+            for name in schema_names:
+                try:
+                    results.append(
+                        self._run_schema(
+                            name, profile_name, query, params, hits, offset, now, deadline
+                        )
+                    )
+                except QueryError as e:
+                    if len(schema_names) > 1 and e.code in (3, 4) and e.source is None:
+                        e.source = name
+                    if e.code == 12 or len(schema_names) == 1:
+                        raise
+                    errors.append(e)
+            search_done = time.monotonic()
+            merged = self._merge(results, query, offset, hits)
+            children = [self._render_hit(results, hit, query, params) for hit in merged]
+        summary_done = time.monotonic()
+
+        total = sum(r.total_count for r in results)
+        root: dict[str, Any] = {"id": "toplevel", "relevance": 1.0, "fields": {"totalCount": total}}
+        docs = sum(self.segments[n].live_count for n in schema_names)
+        root["coverage"] = {
+            "coverage": 100, "documents": docs, "full": True, "nodes": 1, "results": 1,
+            "resultsFull": 1,
+        }  # fmt: skip
+        if errors:
+            root["errors"] = [e.to_json() for e in errors]
+        if children:
+            root["children"] = children
+        out: dict[str, Any] = {}
+        if params.bool_of("presentation.timing"):
+            out["timing"] = {
+                "querytime": round(search_done - started, 6),
+                "summaryfetchtime": round(summary_done - search_done, 6),
+                "searchtime": round(summary_done - started, 6),
+            }
+        if trace_level >= 1:
+            out["trace"] = {"children": self._trace(results, trace_level)}
+        out["root"] = root
+        for r in results:
+            for model, n in r.qs.onnx_runs.items():
+                self.onnx_evaluations[model] = self.onnx_evaluations.get(model, 0) + n
+        if errors and not children:
+            return http_status(errors, 0), out
+        return 200, out
+
+    def _sources(self, query: Query, params: Params) -> list[str]:
+        names = list(self.schemas) if query.sources is None else list(query.sources)
+        for n in names:
+            if n not in self.schemas:
+                valid = ", ".join(sorted(self.schemas))
+                raise QueryError(
+                    4, f"Could not resolve source ref '{n}'. Valid source refs are {valid}."
+                )
+        for key in ("model.restrict", "model.sources"):
+            restrict = params.get(key)
+            if restrict:
+                wanted = [s.strip() for s in restrict.split(",") if s.strip()]
+                for n in wanted:
+                    if n not in self.schemas:
+                        valid = ", ".join(sorted(self.schemas))
+                        raise QueryError(
+                            4, f"Could not resolve source ref '{n}'. Valid source refs are {valid}."
+                        )
+                names = [n for n in names if n in wanted]
+        return names
+
+    def _run_schema(
+        self,
+        name: str,
+        profile_name: str,
+        query: Query,
+        params: Params,
+        hits: int,
+        offset: int,
+        now: float,
+        deadline: Deadline,
+    ) -> SchemaResult:
+        schema = self.schemas[name]
+        compiled = self.compiled[name].get(profile_name)
+        if compiled is None:
+            if profile_name == "default" and profile_name in schema.rank_profiles:
+                raise unsupported(f"rank profile 'default' of schema '{name}' (nativeRank)")
+            raise QueryError(
+                4, f"schema '{name}' does not contain requested rank profile '{profile_name}'"
+            )
+        segment = self.segments[name]
+        inputs = _query_inputs(compiled, params)
+        profile = compiled.profile
+        settings = MatchSettings(
+            approximate_threshold=_first(params.float_of("ranking.matching.approximateThreshold"),
+                                         profile.approximate_threshold, 0.02),
+            post_filter_threshold=_first(params.float_of("ranking.matching.postFilterThreshold"),
+                                         profile.post_filter_threshold, 1.0),
+            target_hits_max_adjustment_factor=_first(
+                params.float_of("ranking.matching.targetHitsMaxAdjustmentFactor"),
+                profile.target_hits_max_adjustment_factor, 20.0),
+        )  # fmt: skip
+        query_type = params.get("model.type") or "weakAnd"
+        matcher = Matcher(
+            schema, segment, params.values, params.get("model.queryString"), query_type,
+            params.get("model.defaultIndex"), inputs, settings, profile_name,
+        )  # fmt: skip
+        match = matcher.match(query.where)
+        qs = QueryState(segment=segment, inputs=inputs, now=now)
+        second = params.get("ranking.secondPhase.rerankCount")
+        glob = params.get("ranking.globalPhase.rerankCount")
+        return execute(
+            schema, segment, compiled, qs, match,
+            offset=offset, hits=hits, order_by=query.order_by,
+            drop_limit=params.float_of("ranking.rankScoreDropLimit"),
+            second_rerank=None if second is None else params.int_of(SECOND_RERANK, 100),
+            global_rerank=None if glob is None else params.int_of(GLOBAL_RERANK, 100),
+            global_drop_limit=params.float_of("ranking.globalPhase.rankScoreDropLimit"),
+            deadline=deadline,
+        )  # fmt: skip
+
+    @staticmethod
+    def _merge(results: list[SchemaResult], query: Query, offset: int, hits: int) -> list[Hit]:
+        all_hits = [h for r in results for h in r.hits]
+        if len(results) > 1:
+            if any(o != ("[relevance]", True) for o in query.order_by):
+                all_hits.sort(key=lambda h: h.sort_key)
+            else:
+                all_hits.sort(key=lambda h: -h.relevance)
+        return all_hits[offset : offset + hits]
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _render_hit(
+        self, results: list[SchemaResult], hit: Hit, query: Query, params: Params
+    ) -> dict:
+        res = next(r for r in results if r.schema.name == hit.schema)
+        schema = res.schema
+        local_id = res.segment.ids[hit.row]
+        doc_id = f"id:{schema.name}:{schema.name}::{local_id}"
+        stored = self.store.get(schema.name, local_id) or {}
+        summary_name = params.get("presentation.summary") or "default"
+        if summary_name not in schema.document_summaries:
+            raise QueryError(
+                4,
+                f"invalid presentation.summary={summary_name}: "
+                f"unknown summary class in schema '{schema.name}'",
+            )
+        from vespa_app.engine.values import render_value
+
+        fields: dict[str, Any] = {}
+        if query.fields is not None:
+            wanted = [f for f in query.fields if f in schema.fields]
+            with_docid = "documentid" in query.fields
+        elif summary_name != "default":
+            wanted = list(schema.document_summaries[summary_name].fields)
+            with_docid = False
+        else:
+            wanted = list(schema.document_summaries["default"].fields)
+            with_docid = True
+            fields["sddocname"] = schema.name
+        if with_docid:
+            fields["documentid"] = doc_id
+        for name in wanted:
+            rendered = render_value(schema.fields[name].type, stored.get(name))
+            if rendered is not None:
+                fields[name] = rendered
+        ctx = Ctx(res.qs).at(hit.pos, hit.row)
+        mf = self._features(res.compiled.match_features, ctx)
+        if mf:
+            fields["matchfeatures"] = mf
+        sf = self._features(res.compiled.summary_features, ctx)
+        if res.compiled.summary_features:
+            sf["vespa.summaryFeatures.cached"] = 0.0
+            fields["summaryfeatures"] = sf
+        hit_id = (
+            doc_id
+            if with_docid and query.fields is None
+            else _index_id(self.clusters[schema.name], doc_id)
+        )
+        return {
+            "id": hit_id,
+            "relevance": _render_number(hit.relevance),
+            "source": self.clusters[schema.name],
+            "fields": fields,
+        }
+
+    @staticmethod
+    def _features(features: list, ctx: Ctx) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, fn in features:
+            try:
+                v = fn(ctx)
+            except (EvalError, TensorError) as e:
+                raise QueryError(18, f"Feature '{name}' failed: {e}") from None
+            out[name] = v.to_json() if isinstance(v, Tensor) else _render_number(float(v))
+        return out
+
+    def _trace(self, results: list[SchemaResult], level: int) -> list[dict]:
+        out = []
+        for r in results:
+            runs = ", ".join(f"{m}={n}" for m, n in sorted(r.qs.onnx_runs.items())) or "none"
+            out.append({"message": f"schema '{r.schema.name}' profile '{r.compiled.profile.name}': "
+                                   f"matched {len(r.rows)}, onnx evaluations: {runs}"})  # fmt: skip
+        return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _first(*values):
+    return next(v for v in values if v is not None)
+
+
+def _now(params: Params) -> float:
+    v = params.get("ranking.freshness")
+    if not v:
+        return float(int(time.time()))
+    v = v.strip()
+    if v.startswith("now"):
+        rest = v[3:].strip()
+        try:
+            delta = float(rest[1:]) if rest.startswith("-") else 0.0
+        except ValueError:
+            raise QueryError(4, f"Could not set 'ranking.freshness' to '{v}'") from None
+        return float(int(time.time())) - delta
+    try:
+        return float(v)
+    except ValueError:
+        raise QueryError(4, f"Could not set 'ranking.freshness' to '{v}'") from None
+
+
+def _query_inputs(compiled: CompiledProfile, params: Params) -> dict[str, float | Tensor]:
+    """Declared inputs with their defaults, overridden by request values (§4.3)."""
+    out: dict[str, float | Tensor] = {}
+    declared = compiled.profile.inputs
+    for name, inp in declared.items():
+        if inp.default is not None:
+            out[name] = _parse_input(name, inp.type, inp.default)
+        elif inp.type is not None:
+            out[name] = Tensor.zeros(inp.type)
+        else:
+            out[name] = 0.0
+    for name, text in params.inputs().items():
+        if name in declared:
+            out[name] = _parse_input(name, declared[name].type, text)
+        else:
+            stripped = text.strip()
+            if stripped[:1] in ("[", "{") or stripped.startswith("tensor"):
+                raise QueryError(
+                    3, f"Expected 'query({name})' to be a tensor, but it is the string '{text}'"
+                )
+            try:
+                out[name] = float(stripped)
+            except ValueError:
+                if stripped.startswith("embed("):
+                    raise unsupported("embed()") from None
+                raise QueryError(
+                    3, f"Could not set 'ranking.features.query({name})' to '{text}'"
+                ) from None
+    return out
+
+
+def _parse_input(name: str, ttype, text: str) -> float | Tensor:
+    stripped = text.strip()
+    if stripped.startswith("embed("):
+        raise unsupported("embed()")
+    if ttype is None:
+        try:
+            return float(stripped)
+        except ValueError:
+            raise QueryError(
+                3, f"Could not set 'ranking.features.query({name})' to '{text}': not a number"
+            ) from None
+    try:
+        return parse_tensor_literal(stripped, ttype)
+    except TensorError as e:
+        raise QueryError(
+            3, f"Could not set 'ranking.features.query({name})' to '{text}': {e}"
+        ) from None
+
+
+def _render_number(v: float) -> float | str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def _index_id(cluster: str, doc_id: str) -> str:
+    """Vespa's hit id without a document id: index:<cluster>/0/<global id as 24 hex chars>."""
+    return f"index:{cluster}/0/{hashlib.md5(doc_id.encode()).hexdigest()[:24]}"
+
+
+def _error_body(errors: list[QueryError]) -> dict:
+    return {
+        "root": {
+            "id": "toplevel",
+            "relevance": 1.0,
+            "fields": {"totalCount": 0},
+            "errors": [e.to_json() for e in errors],
+        }
+    }
+
+
+def _content_clusters(package_dir: Path, schemas: dict[str, Schema]) -> dict[str, str]:
+    """Document type -> content cluster id (the hit `source`), from services.xml."""
+    from vespa_app.engine import services
+
+    try:
+        types = services.load_services(package_dir).document_types
+    except services.PackageError:
+        types = {}
+    return {name: types.get(name, "content") for name in schemas}
+
+
+def _profile_line(schema: Schema, message: str) -> int:
+    for p in schema.rank_profiles.values():
+        if p.name in message:
+            return p.line
+    return 0
