@@ -27,12 +27,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
-    """Save ``results`` with the command line and machine to benchmarks/results/NAME.json."""
+def write_results(name: str, results: dict[str, Any], module: str | None = None) -> Path:
+    """Save ``results`` with the command line and machine to benchmarks/results/NAME.json.
+
+    ``module`` is the benchmark module when it differs from ``name`` (several result files from
+    one benchmark, e.g. one per dataset).
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m benchmarks." + (module or name), *sys.argv[1:]])
     payload = {
         "benchmark": name,
-        "command": "python -m benchmarks." + name + " " + " ".join(sys.argv[1:]),
+        "command": command,
         "machine": machine(),
         **results,
     }

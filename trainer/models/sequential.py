@@ -1,0 +1,271 @@
+"""The skeleton shared by the sequence recommenders (SASRec, BERT4Rec).
+
+A subclass supplies its network (an ``nn.Module`` with ``user_vector(items, features)`` and
+``item_vectors()``), its training examples and its loss; this class holds the training loop
+(Adam, one log line per epoch, early stopping on validation NDCG@10 under full ranking with seen
+items excluded, the best epoch's weights kept), scoring, embeddings and persistence.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from trainer.data.interactions import InteractionData, Stage
+from trainer.models.base import Recommender, TrainReport
+from trainer.models.sequences import (
+    FEATURES,
+    QUERY_FEATURES,
+    UNKNOWN,
+    Tokens,
+    feature_vocab_sizes,
+    request_context,
+    user_sequences,
+)
+
+SCORE_BATCH = 1024
+
+
+class SequenceRecommender(Recommender):
+    """Common fit / score / persistence for models that read a user's recent event sequence."""
+
+    network: nn.Module
+
+    def __init__(self, config: Any, num_users: int, num_items: int):
+        super().__init__(config, num_users, num_items)
+        unknown = [f for f in config.features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"features: unknown feature {unknown[0]!r} ({', '.join(FEATURES)})")
+        unknown = [f for f in config.query_features if f not in QUERY_FEATURES]
+        if unknown:
+            raise ValueError(
+                f"query_features: unknown feature {unknown[0]!r} ({', '.join(QUERY_FEATURES)})"
+            )
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.network = self.build_network()
+
+    # --- what a subclass defines -------------------------------------------------------------
+    @abstractmethod
+    def build_network(self) -> nn.Module: ...
+
+    @abstractmethod
+    def training_examples(self, data: InteractionData) -> dict[str, torch.Tensor]:
+        """Tensors with a common first dimension (examples) that :meth:`loss` reads in batches."""
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    @property
+    def history_length(self) -> int:
+        """How many history tokens the user encoder reads."""
+        return self.config.max_len
+
+    # --- shared -----------------------------------------------------------------------------
+    def feature_sizes(self) -> dict[str, int]:
+        sizes = feature_vocab_sizes(self.config.location_buckets)
+        return {name: sizes[name] for name in self.config.features}
+
+    def query_sizes(self) -> dict[str, int]:
+        sizes = feature_vocab_sizes(self.config.location_buckets)
+        return {name: sizes[name] for name in self.config.query_features}
+
+    def _codes(self, name: str, codes: np.ndarray) -> torch.Tensor:
+        # Locations are hashed into the bucket table, so the model size does not depend on data.
+        if name == "location":
+            codes = np.where(codes >= 2, (codes - 2) % self.config.location_buckets + 2, codes)
+        return torch.as_tensor(codes)
+
+    def feature_tensors(self, tokens: Tokens) -> dict[str, torch.Tensor]:
+        """The configured per-token context codes as tensors."""
+        return {name: self._codes(name, getattr(tokens, name)) for name in self.config.features}
+
+    def query_tensors(self, codes: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The configured request-context codes as tensors."""
+        return {name: self._codes(name, codes[name]) for name in self.config.query_features}
+
+    def drop_query(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's request codes, each known code hidden with probability query_dropout."""
+        out = {}
+        for key, codes in batch.items():
+            if key.startswith("q_"):
+                draw = torch.rand(codes.shape, generator=self.generator).to(codes.device)
+                hide = (codes > 0) & (draw < self.config.query_dropout)
+                out[key[2:]] = codes.masked_fill(hide, UNKNOWN)
+        return out
+
+    def history_tokens(self, data: InteractionData, stage: Stage, users: np.ndarray) -> Tokens:
+        return user_sequences(data, stage, users, self.history_length, self.config.history_events)
+
+    def fit(self, data: InteractionData, progress: bool = True) -> TrainReport:
+        self._check_sizes(data)
+        cfg = self.config
+        device = torch.device(cfg.device)
+        self.network.to(device)
+        examples = {k: v.to(device) for k, v in self.training_examples(data).items()}
+        lengths = (examples["items"] > 0).sum(1).cpu()  # (W,)
+        count = len(lengths)
+        if count == 0:
+            raise ValueError(
+                f"{self.name}: dataset {data.info.name!r} has no training sequence with a target "
+                "(every user needs at least two training events of the history event types)"
+            )
+        optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        valid_users = self._validation_users(data)
+        history: list[dict[str, float]] = []
+        best_score, best_epoch, best_state, waited = -1.0, None, None, 0
+        start = time.perf_counter()
+        epoch = 0
+        for epoch in range(1, cfg.epochs + 1):
+            began = time.perf_counter()
+            self.network.train()
+            total = 0.0
+            batches = self._length_bucketed_batches(lengths)
+            for rows in tqdm(
+                batches, desc=f"epoch {epoch}", disable=None if progress else True, leave=False
+            ):
+                # Left padding and positions counted from the newest token make dropping the
+                # all-padding columns exact, and short batches cheap.
+                width = int(lengths[rows].max())
+                rows = rows.to(device)
+                loss = self.loss({name: t[rows, -width:] for name, t in examples.items()})
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(rows)
+            line = {"epoch": epoch, "loss": total / count, "seconds": time.perf_counter() - began}
+            if len(valid_users) and epoch % cfg.eval_every == 0:
+                line.update(self._validate(data, valid_users))
+                if line["valid_ndcg@10"] > best_score:
+                    best_score, best_epoch, waited = line["valid_ndcg@10"], epoch, 0
+                    best_state = {k: v.clone() for k, v in self.network.state_dict().items()}
+                else:
+                    waited += 1
+            history.append(line)
+            if progress:
+                print(
+                    " ".join(
+                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in line.items()
+                    ),
+                    flush=True,
+                )
+            if cfg.patience and waited >= cfg.patience:
+                break
+            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+                break
+        if best_state is not None:
+            self.network.load_state_dict(best_state)
+        self.network.to("cpu").eval()
+        return TrainReport(
+            epochs=epoch,
+            seconds=time.perf_counter() - start,
+            history=history,
+            best_epoch=best_epoch,
+        )
+
+    def _length_bucketed_batches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Shuffled batches of examples of similar length (sorted within chunks of 50 batches)."""
+        size = self.config.batch_size
+        order = torch.randperm(len(lengths), generator=self.generator)
+        batches = []
+        for first in range(0, len(order), 50 * size):
+            chunk = order[first : first + 50 * size]
+            chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+            batches.extend(chunk.split(size))
+        shuffle = torch.randperm(len(batches), generator=self.generator).tolist()
+        return [batches[i] for i in shuffle]
+
+    @torch.no_grad()
+    def user_vectors(self, data: InteractionData, stage: Stage, users: np.ndarray) -> torch.Tensor:
+        """(len(users), D) user vectors from each user's history before ``stage``."""
+        self._check_sizes(data)
+        self.network.eval()
+        users = np.asarray(users, dtype=np.int64)
+        device = next(self.network.parameters()).device
+        tokens = self.history_tokens(data, stage, users)
+        all_items = torch.as_tensor(tokens.items)
+        all_features = self.feature_tensors(tokens)
+        all_query = {}
+        if self.config.query_features:
+            context = request_context(data, stage, users, self.config.history_events)
+            all_query = self.query_tensors(context)
+        out = []
+        for first in range(0, len(users), SCORE_BATCH):
+            part = slice(first, first + SCORE_BATCH)
+            items = all_items[part].to(device)
+            features = {k: v[part].to(device) for k, v in all_features.items()}
+            query = {k: v[part].to(device) for k, v in all_query.items()}
+            out.append(self.network.user_vector(items, features, query).cpu())
+        if not out:
+            return torch.zeros(0, self.config.dim)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> torch.Tensor:
+        return self.user_vectors(data, stage, users) @ self.item_embeddings().T
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        return self.network.item_vectors().detach().cpu().clone()
+
+    def user_embeddings(self, data: InteractionData, stage: Stage) -> torch.Tensor:
+        return self.user_vectors(data, stage, np.arange(self.num_users))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state)
+        self.network.eval()
+
+    def _check_sizes(self, data: InteractionData) -> None:
+        if (data.num_users, data.num_items) != (self.num_users, self.num_items):
+            raise ValueError(
+                f"{self.name}: built for {self.num_users} users x {self.num_items} items, "
+                f"data has {data.num_users} x {data.num_items}"
+            )
+
+    def _validation_users(self, data: InteractionData) -> np.ndarray:
+        users = np.unique(data.valid["user_idx"].to_numpy())
+        limit = self.config.valid_users
+        if limit and len(users) > limit:
+            rng = np.random.default_rng(self.config.seed)
+            users = np.sort(rng.choice(users, size=limit, replace=False))
+        return users
+
+    def _validate(self, data: InteractionData, users: np.ndarray, k: int = 10) -> dict[str, float]:
+        """HR@k and NDCG@k of the validation targets, full ranking, seen items excluded.
+
+        Used only to pick the epoch; reported figures come from trainer.evaluation.
+        """
+        targets = data.valid[np.isin(data.valid["user_idx"].to_numpy(), users)]
+        target_users = targets["user_idx"].to_numpy()
+        seen = data.seen_matrix("valid")
+        items = self.item_embeddings()
+        hits, gains = [], []
+        for first in range(0, len(users), SCORE_BATCH):
+            batch = users[first : first + SCORE_BATCH]
+            vectors = self.user_vectors(data, "valid", batch)  # (b, D)
+            scores = vectors @ items.T
+            rows, cols = seen[batch].nonzero()
+            scores[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
+            part = np.isin(target_users, batch)
+            row = torch.as_tensor(np.searchsorted(batch, target_users[part]))
+            item = torch.as_tensor(targets["item_idx"].to_numpy()[part])
+            # The target keeps its own score even if seen before (repeat consumption).
+            own = (vectors[row] * items[item]).sum(1)
+            rank = (scores[row] > own[:, None]).sum(1)
+            hits.append((rank < k).float())
+            gains.append(torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), 0.0))
+        hit = torch.cat(hits).mean().item() if hits else 0.0
+        ndcg = torch.cat(gains).mean().item() if gains else 0.0
+        return {f"valid_hr@{k}": hit, f"valid_ndcg@{k}": ndcg}
