@@ -1,0 +1,72 @@
+"""GraphSAGE: shapes, learning beyond MostPop, and inductive embeddings of new products/users."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainer.models.inductive import grown_marketplace, nearest, recall_at
+from tests.trainer.models.planted import planted_marketplace
+from trainer.data.splits import split_dataset
+from trainer.models.baselines.mostpop import MostPop, MostPopConfig
+from trainer.models.graphsage import GraphSAGE, GraphSAGEConfig
+
+CONFIG = GraphSAGEConfig(
+    dim=16, fanouts=(5, 5), batch_size=64, epochs=15, lr=0.01, patience=0, threads=1
+)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return split_dataset(planted_marketplace(num_users=80, num_items=40, events_per_user=8))
+
+
+@pytest.fixture(scope="module")
+def model(planted):
+    model = GraphSAGE(CONFIG, planted.num_users, planted.num_items)
+    model.report = model.fit(planted, progress=False)
+    return model
+
+
+def test_shapes_and_training_report(model, planted):
+    users = np.arange(10)
+    assert model.score(planted, "test", users).shape == (10, planted.num_items)
+    assert model.item_embeddings().shape == (planted.num_items, CONFIG.dim)
+    assert model.user_embeddings(planted, "valid").shape == (planted.num_users, CONFIG.dim)
+    history = model.report.history
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert all(0 < row["sample_share"] < 1 for row in history)
+    assert model.report.best_epoch is not None
+
+
+def test_beats_mostpop_on_the_planted_marketplace(model, planted):
+    popular = MostPop(MostPopConfig(), planted.num_users, planted.num_items)
+    popular.fit(planted, progress=False)
+    assert recall_at(model, planted) > recall_at(popular, planted) + 0.1
+
+
+def test_new_product_and_new_user_are_embedded_without_retraining(model):
+    grown, new_item, new_user = grown_marketplace()
+    assert grown.num_items == model.num_items + 1
+    out = model.embed(grown, "test")
+    items, users = out["product"], out["user"]
+    assert items.shape == (grown.num_items, CONFIG.dim)
+    assert torch.isfinite(items[new_item]).all() and torch.isfinite(users[new_user]).all()
+    # The new product (category "a", no events) sits among category-"a" products.
+    half = model.num_items // 2
+    assert (nearest(items, new_item) < half).mean() >= 0.8
+    # The new user bought category-"b" products: their top items come from "b".
+    scores = users[new_user] @ items[: model.num_items].T
+    assert (torch.topk(scores, 5).indices.numpy() >= half).mean() >= 0.8
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="fanouts needs one entry per layer"):
+        GraphSAGE(GraphSAGEConfig(layers=3), 2, 2)
+    with pytest.raises(ValueError, match="aggr must be"):
+        GraphSAGE(GraphSAGEConfig(aggr="median"), 2, 2)
+    with pytest.raises(ValueError, match="unknown event type 'view'"):
+        GraphSAGE(GraphSAGEConfig(event_types=("view",)), 2, 2)
+    with pytest.raises(RuntimeError, match="not trained"):
+        GraphSAGE(GraphSAGEConfig(), 2, 2).item_embeddings()

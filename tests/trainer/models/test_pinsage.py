@@ -1,0 +1,99 @@
+"""PinSAGE: item pairs, the hard-negative curriculum, learning, and inductive item embeddings."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainer.models.inductive import grown_marketplace, nearest, recall_at
+from tests.trainer.models.planted import planted_marketplace
+from trainer.data.splits import split_dataset
+from trainer.models.baselines.mostpop import MostPop, MostPopConfig
+from trainer.models.pinsage import PinSAGE, PinSAGEConfig, item_pairs
+
+CONFIG = PinSAGEConfig(
+    dim=16,
+    top_k=5,
+    num_walks=10,
+    inference_walks=30,
+    batch_size=64,
+    epochs=8,
+    lr=0.01,
+    hard_low=3,
+    hard_high=12,
+    hard_max=3,
+    patience=0,
+    threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return split_dataset(planted_marketplace(num_users=80, num_items=40, events_per_user=8))
+
+
+@pytest.fixture(scope="module")
+def model(planted):
+    model = PinSAGE(CONFIG, planted.num_users, planted.num_items)
+    model.report = model.fit(planted, progress=False)
+    return model
+
+
+def test_item_pairs_are_consecutive_distinct_items_of_one_user(planted):
+    pairs = item_pairs(planted)
+    train = planted.positives(planted.train)
+    sequences = train.groupby("user_idx")["item_idx"].apply(list)
+    expected = set()
+    for items in sequences:
+        expected |= {(a, b) for a, b in itertools.pairwise(items) if a != b}
+    assert set(map(tuple, pairs.T.tolist())) == expected
+
+
+def test_curriculum_adds_hard_negatives_each_epoch(model):
+    hard = [row["hard_negatives"] for row in model.report.history]
+    assert hard == [min(CONFIG.hard_max, epoch) for epoch in range(len(hard))]
+    assert all(0 < row["sample_share"] < 1 for row in model.report.history)
+
+
+def test_hard_negatives_come_from_the_configured_ranks(model):
+    rng = np.random.default_rng(0)
+    queries = np.arange(10)
+    drawn = model._hard_negatives(model.hard_band(), queries, 4, rng).reshape(10, 4)
+    items = model.item_embeddings()
+    for query, picks in zip(queries, drawn, strict=True):
+        similarity = items @ items[query]
+        ordered = torch.sort(similarity, descending=True).values
+        # Within the similarity band of ranks [hard_low, hard_high) (ties make ranks ambiguous).
+        picked = similarity[torch.from_numpy(picks)]
+        assert bool((picked <= ordered[CONFIG.hard_low] + 1e-6).all())
+        assert bool((picked >= ordered[CONFIG.hard_high - 1] - 1e-6).all())
+
+
+def test_beats_mostpop_and_item_neighbours_share_the_cluster(model, planted):
+    popular = MostPop(MostPopConfig(), planted.num_users, planted.num_items)
+    popular.fit(planted, progress=False)
+    assert recall_at(model, planted) > recall_at(popular, planted) + 0.1
+    half = planted.num_items // 2
+    same = [
+        ((model.similar_items(item, k=5).numpy() < half) == (item < half)).mean()
+        for item in range(planted.num_items)
+    ]
+    assert np.mean(same) >= 0.9
+
+
+def test_new_product_gets_an_embedding_from_its_features(model):
+    grown, new_item, _ = grown_marketplace()
+    items = model.embed_items(grown, "test")
+    assert items.shape == (grown.num_items, CONFIG.dim)
+    assert torch.isfinite(items[new_item]).all()
+    assert (nearest(items, new_item) < model.num_items // 2).mean() >= 0.8
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="hard_low < hard_high"):
+        PinSAGEConfig(hard_low=10, hard_high=5)
+    with pytest.raises(RuntimeError, match="not trained"):
+        PinSAGE(PinSAGEConfig(), 2, 2).item_embeddings()

@@ -1,0 +1,1 @@
+"""The "traditional system" every learned model must beat: MostPop, ItemKNN and BPR-MF."""
