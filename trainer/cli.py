@@ -7,6 +7,7 @@ Subcommands:
                    metrics;
 - ``evaluate``     load a checkpoint, rank on the valid or test stage, print a table and, as the
                    last line, one JSON object of metric name -> value;
+- ``compare``      evaluate several trained models on one dataset, one row per model;
 - ``list-models``  every registered model with a one-line description.
 
 User errors (a missing dataset, a bad config key, an unknown model, a missing checkpoint) print one
@@ -230,43 +231,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def load_trained(
+    dataset: str,
+    model_name: str,
+    checkpoint: str | None,
+    split: str | None,
+    market: Marketplace | None = None,
+):
+    """The checkpointed model and the dataset split it was trained with, checked to match."""
     from trainer.models.base import load_checkpoint
 
-    model_class(args.model)
+    model_class(model_name)
+    name = dataset_name(Path(dataset))
+    path = Path(checkpoint) if checkpoint else default_checkpoint(name, model_name)
+    if not path.is_file():
+        command = shlex.join(
+            ["python", "-m", "trainer", "train", "--model", model_name, "--dataset", dataset]
+        )
+        raise CliError(f"no checkpoint at {path}; train one first with: {command}")
+    saved = load_checkpoint(path)
+    model = saved.model
+    if model.name != model_name:
+        raise CliError(f"checkpoint {path} holds model {model.name!r}, not {model_name!r}")
+    market = market if market is not None else load_dataset(Path(dataset))
+    data = split_dataset(market, split or saved.protocol)
+    if saved.item_ids != data.items.ids.tolist() or saved.user_ids != data.users.ids.tolist():
+        raise CliError(
+            f"checkpoint {path} was trained on dataset {saved.dataset.get('name')!r} with "
+            f"{len(saved.user_ids)} users and {len(saved.item_ids)} items; "
+            f"{dataset} has {data.num_users} users and {data.num_items} items (different ids)"
+        )
+    if saved.dataset != dataclasses.asdict(data.info):
+        log.warning(
+            "warning: checkpoint %s was trained on a dataset described differently from %s "
+            "(same ids; another seed or loader version?); evaluating anyway",
+            path,
+            dataset,
+        )
+    return model, data
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
     if args.negatives is not None and args.protocol != "sampled":
         raise CliError("--negatives needs --protocol sampled")
     if args.num_negatives < 1:
         raise CliError(f"--num-negatives must be at least 1, got {args.num_negatives}")
     name = dataset_name(Path(args.dataset))
-    path = Path(args.checkpoint) if args.checkpoint else default_checkpoint(name, args.model)
-    if not path.is_file():
-        command = shlex.join(
-            ["python", "-m", "trainer", "train", "--model", args.model, "--dataset", args.dataset]
-        )
-        raise CliError(f"no checkpoint at {path}; train one first with: {command}")
-    checkpoint = load_checkpoint(path)
-    model = checkpoint.model
-    if model.name != args.model:
-        raise CliError(f"checkpoint {path} holds model {model.name!r}, not {args.model!r}")
-    market = load_dataset(Path(args.dataset))
-    data = split_dataset(market, args.split or checkpoint.protocol)
-    if checkpoint.item_ids != data.items.ids.tolist() or (
-        checkpoint.user_ids != data.users.ids.tolist()
-    ):
-        raise CliError(
-            f"checkpoint {path} was trained on dataset {checkpoint.dataset.get('name')!r} with "
-            f"{len(checkpoint.user_ids)} users and {len(checkpoint.item_ids)} items; "
-            f"{args.dataset} has {data.num_users} users and {data.num_items} items (different ids)"
-        )
-    if checkpoint.dataset != dataclasses.asdict(data.info):
-        log.warning(
-            "warning: checkpoint %s was trained on a dataset described differently from %s "
-            "(same ids; another seed or loader version?); evaluating anyway",
-            path,
-            args.dataset,
-        )
+    model, data = load_trained(args.dataset, args.model, args.checkpoint, args.split)
     negatives = None
     if args.negatives is not None:
         if not Path(args.negatives).is_file():
@@ -296,6 +308,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         time.perf_counter() - start,
     )
     print_metrics(results, args.model)
+    return 0
+
+
+# Headline columns of `compare`: accuracy, beyond-accuracy and the cold-user slice at K = 10/20.
+COMPARE_KEYS = (
+    "users",
+    "HR@10",
+    "NDCG@10",
+    "Recall@20",
+    "Precision@10",
+    "Coverage@10",
+    "ILD-category@10",
+    "SellerDiversity@10",
+    "Novelty@10",
+    "cold_users/HR@10",
+)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not names:
+        raise CliError("--models must name at least one model")
+    market = load_dataset(Path(args.dataset))
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        model, data = load_trained(args.dataset, name, None, args.split, market=market)
+        results[name] = run_evaluation(
+            model, data, args.stage, "full", (10, 20), progress=not args.no_progress
+        )
+    from trainer.evaluation import format_table
+
+    print(f"full ranking on {dataset_name(Path(args.dataset))} ({args.stage} stage):")
+    print(format_table(results, models_as_rows=True, keys=COMPARE_KEYS))
+    print(json.dumps(results))
     return 0
 
 
@@ -444,6 +490,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", default="5,10,20", help="comma-separated cut-offs, e.g. 5,10,20")
     _add_progress(ev)
     ev.set_defaults(run=cmd_evaluate)
+
+    cmp = commands.add_parser(
+        "compare",
+        help="evaluate several trained models side by side",
+        description="Full-ranking evaluation of the default checkpoints of several models on one "
+        "dataset, as one table with a row per model; the last line is one JSON object of model "
+        "name -> metrics.",
+    )
+    cmp.add_argument(
+        "--dataset", required=True, help="the dataset folder the models were trained on"
+    )
+    cmp.add_argument(
+        "--models", required=True, help="comma-separated registered model names, e.g. mostpop,bprmf"
+    )
+    cmp.add_argument(
+        "--stage", choices=("valid", "test"), default="test", help="which targets to evaluate on"
+    )
+    cmp.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="split protocol; default: the one each checkpoint was trained with",
+    )
+    _add_progress(cmp)
+    cmp.set_defaults(run=cmd_compare)
 
     lm = commands.add_parser(
         "list-models",

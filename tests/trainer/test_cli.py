@@ -112,6 +112,35 @@ def test_evaluate_sampled_protocol(tiny, tmp_path, monkeypatch, capsys):
     assert 0.0 <= metrics["HR@10"] <= 1.0
 
 
+def test_compare_tables_several_models_and_matches_evaluate(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSYS_ARTIFACTS", str(tmp_path))
+    for model in ("mostpop", "itemknn"):
+        assert cli.main(["train", "--model", model, "--dataset", str(tiny), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert (
+        cli.main(["evaluate", "--dataset", str(tiny), "--model", "itemknn", "--no-progress"]) == 0
+    )
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code = cli.main(
+        ["compare", "--dataset", str(tiny), "--models", "mostpop,itemknn", "--no-progress"]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    both = json.loads(lines[-1])
+    assert set(both) == {"mostpop", "itemknn"}
+    assert both["itemknn"]["NDCG@10"] == pytest.approx(alone["NDCG@10"])
+    rows = {line.split()[0]: line for line in lines[:-1] if line.split()}
+    assert "mostpop" in rows and "itemknn" in rows
+    assert "HR@10" in lines[1] and "cold_users/HR@10" in lines[1]
+
+
+def test_compare_without_a_checkpoint_says_how_to_train(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSYS_ARTIFACTS", str(tmp_path))
+    code = cli.main(["compare", "--dataset", str(tiny), "--models", "bprmf", "--no-progress"])
+    assert code == 2
+    assert "train one first with: python -m trainer train --model bprmf" in capsys.readouterr().err
+
+
 def test_list_models_names_every_model_with_a_description(capsys):
     assert cli.main(["list-models"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -60,6 +60,11 @@ class Recommender(ABC):
         self.num_users = num_users
         self.num_items = num_items
 
+    @classmethod
+    def test_config(cls) -> Any:
+        """A small, fast config for the shared contract tests; the defaults unless overridden."""
+        return cls.config_class()
+
     @abstractmethod
     def fit(self, data: InteractionData, progress: bool = True) -> TrainReport:
         """Train on ``data.train``; may select an epoch on ``data.valid``, never on test."""

@@ -1,7 +1,7 @@
 """The shared contract every registered recommender must honour (one parametrized test set).
 
-A model gets a tiny fast config from its optional ``test_config()`` classmethod (falling back to
-the config defaults), is fitted on a small planted marketplace, and is checked for: score shape and
+A model gets a tiny fast config from its ``test_config()`` classmethod (the config defaults unless
+the model overrides it), is fitted on a small planted marketplace, and is checked for: score shape and
 finiteness, seen items excluded from recommendations, an exact checkpoint round trip, and a
 rebuild from the checkpoint file alone.
 """
@@ -23,8 +23,7 @@ MODELS = all_models()
 
 
 def tiny_config(cls: type[Recommender]):
-    hook = getattr(cls, "test_config", None)
-    return hook() if hook is not None else cls.config_class()
+    return cls.test_config()
 
 
 @pytest.fixture(scope="module")
