@@ -1,9 +1,9 @@
 """The shared contract every registered recommender must honour (one parametrized test set).
 
-A model gets a tiny fast config from its ``test_config()`` classmethod (the config defaults unless
-the model overrides it), is fitted on a small planted marketplace, and is checked for: score shape and
-finiteness, seen items excluded from recommendations, an exact checkpoint round trip, and a
-rebuild from the checkpoint file alone.
+A model gets a tiny fast config from its ``test_config()`` classmethod (the config defaults
+unless the model overrides it), is fitted on a small planted marketplace, and is checked for:
+score shape and finiteness, seen items excluded from recommendations, an exact checkpoint round
+trip, and a rebuild from the checkpoint file alone.
 """
 
 from __future__ import annotations
