@@ -1,7 +1,7 @@
 """Embedded Vespa engine: /search/ latency for the project's NN + ranking queries, and HNSW recall.
 
-Builds the engine in-process over an in-memory store holding N synthetic products (the test
-catalogue generator: unit-norm 128-d vectors, 3 categories, 80% in stock), then times
+Builds the engine in-process over an in-memory store holding N synthetic products (the catalogue
+of benchmarks/vespa_fixtures.py: unit-norm 128-d vectors, 3 categories, 80% in stock), then times
 `SearchEngine.search` (parameter handling, YQL, matching, ranking, summaries; no HTTP) for:
 - retrieval: `{targetHits:400}nearestNeighbor and in_stock = true and !(product_id in (@seen))`,
   profile `retrieval`, hits 100;
@@ -40,18 +40,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from tests.vespa_app.system.support import NOW, PACKAGE, MemoryStore, catalogue
+    from benchmarks.vespa_fixtures import NOW, PROJECT_PACKAGE, MemoryStore, catalogue
     from vespa_app.engine.schema import load_schemas
     from vespa_app.engine.search import SearchEngine
 
-    schemas = load_schemas(PACKAGE)
+    schemas = load_schemas(PROJECT_PACKAGE)
     store = MemoryStore(schemas)
     t0 = time.perf_counter()
     docs = catalogue(args.products)
     for local_id, fields in docs:
         store.put("product", local_id, fields)
     t1 = time.perf_counter()
-    engine = SearchEngine(schemas, store, PACKAGE, {})
+    engine = SearchEngine(schemas, store, PROJECT_PACKAGE, {})
     build_s = time.perf_counter() - t1
     print(
         f"catalogue {args.products} products in {t1 - t0:.1f}s, "

@@ -100,3 +100,36 @@ def test_feed_async_iterable(app: Vespa) -> None:
     )
     assert statuses == [200] * 60
     assert app.get_data("product", "aiter-59").get_json()["fields"]["views"] == 59
+
+
+def test_http2_connection_is_not_closed_after_many_requests(docs_engine_url: str) -> None:
+    """pyvespa's async client sends everything over one HTTP/2 connection; hypercorn's default
+    sends GOAWAY after 1,000 requests, which stalled feed_async_iterable mid-feed."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = docs_engine_url.removeprefix("http://").rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    terminated = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        for _ in range(1100):
+            stream = conn.get_next_available_stream_id()
+            headers = [(":method", "GET"), (":path", "/state/v1/health"),
+                       (":scheme", "http"), (":authority", f"{host}:{port}")]  # fmt: skip
+            conn.send_headers(stream, headers, end_stream=True)
+            sock.sendall(conn.data_to_send())
+            ended = False
+            while not ended and not terminated:
+                for event in conn.receive_data(sock.recv(65536)):
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                    ended |= isinstance(event, h2.events.StreamEnded)
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        terminated.append(event)
+                sock.sendall(conn.data_to_send())
+            assert not terminated, f"server closed the connection: {terminated[0]}"

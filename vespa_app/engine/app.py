@@ -104,7 +104,11 @@ class Engine:
 
     def close(self) -> None:
         self.app.close()
-        self.store.close()
+        try:
+            if self.search is not None:
+                self.search.close()  # stops the graph mergers and persists the graphs
+        finally:
+            self.store.close()
 
 
 async def serve(engine: Engine, shutdown: asyncio.Event) -> None:
@@ -117,6 +121,9 @@ async def serve(engine: Engine, shutdown: asyncio.Event) -> None:
     config.accesslog = None
     config.errorlog = log
     config.keep_alive_timeout = 30
+    # hypercorn closes a connection after 1,000 requests by default (HTTP/2: GOAWAY), which
+    # stalled pyvespa's single-connection async feeder mid-feed; Vespa keeps connections open
+    config.keep_alive_max_requests = 1 << 62
     config.graceful_timeout = 5
     await hypercorn_serve(engine.app, config, shutdown_trigger=shutdown.wait)
 

@@ -198,6 +198,8 @@ class EngineApp:
                 "application": {"meta": {"name": self.application_name, "generation": 1}},
                 "engine": "vespa_app embedded engine",
                 "uptime_seconds": round(time.time() - self.started, 3),
+                # vectors acknowledged but not yet in their HNSW graph (exact-searched meanwhile)
+                "pending_vectors": self.search.pending_vectors() if self.search else 0,
             },
         )
 

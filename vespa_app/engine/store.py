@@ -27,10 +27,11 @@ On disk (`data_dir`): `log/<first-seq>.log` segments of records
 `snapshot.bin` (same record format, header + documents + end marker, written
 to a temporary file, fsynced and renamed), `meta.json` (field types per
 document type, to detect incompatible package changes) and `LOCK`.
-A write is acknowledged only after its record is fsynced; the writer groups
-every queued operation into one fsync (group commit). On start the snapshot is
-loaded and the log after its sequence number replayed; a torn last record is
-truncated, a bad record anywhere else stops the start.
+A write is acknowledged only after its record is fsynced (fdatasync: data and
+file size); the writer groups every queued operation into one flush (group
+commit). On start the snapshot is loaded and the log after its sequence number
+replayed; a torn last record is truncated, a bad record anywhere else stops the
+start. The search side persists its HNSW graphs under `index/` (search/hnsw.py).
 """
 
 from __future__ import annotations
@@ -553,7 +554,9 @@ class DocumentStore:
         start = os.fstat(self._segment_fd).st_size
         try:
             _write_all(self._segment_fd, data)
-            os.fsync(self._segment_fd)
+            # fdatasync flushes the data and the file size (what a reader needs) but not the
+            # timestamps: ~0.2 ms instead of ~1.3 ms per group on the CI disk
+            os.fdatasync(self._segment_fd)
         except OSError:
             try:  # leave no partial record behind an operation that was not acknowledged
                 os.ftruncate(self._segment_fd, start)
@@ -620,6 +623,7 @@ class DocumentStore:
 
     def _wipe(self) -> None:
         shutil.rmtree(self._log_dir, ignore_errors=True)
+        shutil.rmtree(self.data_dir / "index", ignore_errors=True)  # persisted HNSW graphs
         for name in ("snapshot.bin", "snapshot.bin.tmp", "meta.json"):
             (self.data_dir / name).unlink(missing_ok=True)
 

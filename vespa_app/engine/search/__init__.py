@@ -9,11 +9,15 @@ sees one consistent state of documents, attributes, text postings and HNSW graph
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vespa_app.engine.schema import PackageError, Schema
 from vespa_app.engine.search.errors import QueryError, http_status, unsupported
@@ -34,6 +38,9 @@ from vespa_app.engine.search.tensors import Tensor, TensorError, parse_tensor_li
 from vespa_app.engine.search.yql import Query, Unsupported, YqlError, parse_yql
 
 __all__ = ["SearchEngine"]
+
+log = logging.getLogger(__name__)
+SAVE_MIN_LABELS = 100_000
 
 SECOND_RERANK = "ranking.secondPhase.rerankCount"
 GLOBAL_RERANK = "ranking.globalPhase.rerankCount"
@@ -62,26 +69,121 @@ class SearchEngine:
             except ExpressionError as e:
                 raise PackageError(schema.path, _profile_line(schema, str(e)), str(e)) from None
         self.segments = {name: Segment(schema) for name, schema in schemas.items()}
-        self._lock = threading.RLock()
+        self._stats_lock = threading.Lock()
         self.onnx_evaluations: dict[str, int] = {}
+        data_dir = getattr(store, "data_dir", None)
+        self.index_dir = None if data_dir is None else Path(data_dir) / "index"
+        self._saved_labels: dict[tuple[str, str], int] = {}
+        self._save_lock = threading.Lock()
         store.add_listener(self)
-        with store.reading(), self._lock:
+        with store.reading():
             for name, seg in self.segments.items():
-                seg.bulk_put(list(store.iter_documents(name)))
+                start = seg.n_rows
+                seg.bulk_append(store.iter_documents(name))
+                rows = np.arange(start, seg.n_rows)
+                covered = self._load_graphs(name, seg)
+                seg.build_graphs(rows, covered, threads=os.cpu_count())
+                for field, vi in seg.hnsw.items():
+                    vi.on_merged = self._merged_hook(name, field)
+        # a graph built (or grown) at start-up is persisted in the background right away, so a
+        # crash before the next save point does not cost the whole build again
+        self._startup_saves = [
+            threading.Thread(target=self._save_quietly, args=(name, field), daemon=True)
+            for name, seg in self.segments.items()
+            for field, vi in seg.hnsw.items()
+            if self.index_dir is not None
+            and vi.n_labels - self._saved_labels.get((name, field), 0) >= SAVE_MIN_LABELS
+        ]
+        for t in self._startup_saves:
+            t.start()
+
+    # -- graph persistence (spec §8) -------------------------------------------------------
+
+    def _graph_prefix(self, doc_type: str, field: str) -> Path:
+        assert self.index_dir is not None
+        return self.index_dir / f"{doc_type}.{field}"
+
+    def _load_graphs(self, doc_type: str, seg: Segment) -> dict[str, np.ndarray]:
+        covered: dict[str, np.ndarray] = {}
+        if self.index_dir is None:
+            return covered
+
+        def row_of(ids: list[str]) -> np.ndarray:
+            return np.fromiter((seg.row_of.get(i, -1) for i in ids), np.int64, len(ids))
+
+        for field, vi in seg.hnsw.items():
+            rows = vi.load(self._graph_prefix(doc_type, field), self.store.sequence, row_of)
+            if rows is not None:
+                covered[field] = np.sort(rows)
+                self._saved_labels[(doc_type, field)] = vi.n_labels
+        return covered
+
+    def _save_graph(self, doc_type: str, field: str) -> None:
+        if self.index_dir is None:
+            return
+        seg = self.segments[doc_type]
+        vi = seg.hnsw[field]
+
+        def row_ids(rows: np.ndarray) -> list[str]:
+            ids, alive = seg.ids, seg.alive
+            return [ids[r] if r >= 0 and alive[r] else "" for r in rows.tolist()]
+
+        with self._save_lock:
+            seq = self.store.sequence
+            vi.save(self._graph_prefix(doc_type, field), seq, row_ids)
+            self._saved_labels[(doc_type, field)] = vi.n_labels
+
+    def _save_quietly(self, doc_type: str, field: str) -> None:
+        try:
+            self._save_graph(doc_type, field)
+        except OSError:
+            log.exception("could not persist the HNSW graph of %s.%s", doc_type, field)
+
+    def _merged_hook(self, doc_type: str, field: str):
+        def hook(vi) -> None:
+            # the merger just drained pending: persist when the graph grew by a quarter (and at
+            # least SAVE_MIN_LABELS) since it was last written, so a restart after kill -9
+            # inserts only a bounded tail instead of rebuilding the whole graph
+            saved = self._saved_labels.get((doc_type, field), 0)
+            if vi.n_labels - saved >= max(SAVE_MIN_LABELS, saved // 4):
+                self._save_graph(doc_type, field)
+
+        return hook
+
+    def pending_vectors(self) -> int:
+        """Acknowledged vectors not yet inserted into their HNSW graph."""
+        return sum(vi.pending_count for seg in self.segments.values() for vi in seg.hnsw.values())
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Block until every pending vector is in its HNSW graph (benchmarks, tests)."""
+        return all(
+            vi.wait_merged(timeout) for seg in self.segments.values() for vi in seg.hnsw.values()
+        )
+
+    def close(self) -> None:
+        """Stop the graph mergers and persist each graph (pending rows are the next tail)."""
+        for t in self._startup_saves:
+            t.join()
+        for name, seg in self.segments.items():
+            for field, vi in seg.hnsw.items():
+                vi.stop()
+                if vi.n_labels != self._saved_labels.get((name, field), 0):
+                    try:
+                        self._save_graph(name, field)
+                    except OSError:
+                        log.exception("could not persist the HNSW graph of %s.%s", name, field)
 
     # -- store listener --------------------------------------------------------------------
 
     def document_put(self, doc_type: str, local_id: str, fields: dict) -> None:
         seg = self.segments.get(doc_type)
         if seg is not None:
-            with self._lock:
-                seg.put(local_id, fields)
+            seg.put(local_id, fields)
 
     def document_removed(self, doc_type: str, local_id: str) -> None:
         seg = self.segments.get(doc_type)
         if seg is not None:
-            with self._lock:
-                seg.remove(local_id)
+            seg.remove(local_id)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -131,7 +233,7 @@ class SearchEngine:
         results: list[SchemaResult] = []
         now = _now(params)
         trace_level = params.int_of("trace.level", 0)
-        with self.store.reading(), self._lock:
+        with self.store.reading():
             for name in schema_names:
                 try:
                     results.append(
@@ -171,9 +273,10 @@ class SearchEngine:
         if trace_level >= 1:
             out["trace"] = {"children": self._trace(results, trace_level)}
         out["root"] = root
-        for r in results:
-            for model, n in r.qs.onnx_runs.items():
-                self.onnx_evaluations[model] = self.onnx_evaluations.get(model, 0) + n
+        with self._stats_lock:
+            for r in results:
+                for model, n in r.qs.onnx_runs.items():
+                    self.onnx_evaluations[model] = self.onnx_evaluations.get(model, 0) + n
         if errors and not children:
             return http_status(errors, 0), out
         return 200, out

@@ -105,7 +105,7 @@ def execute(
     deadline: Deadline,
 ) -> SchemaResult:
     profile = compiled.profile
-    rows = np.flatnonzero(match.mask)
+    rows = match.matched_rows()
     qs.closeness, qs.distance = nn_features(match, schema, segment, rows)
     n_docs = segment.live_count
     for fname in compiled.uses_bm25:

@@ -1,10 +1,10 @@
 """In-memory search structures of one document type, kept current by store listener calls.
 
 A `Segment` holds attribute columns (numpy), inverted indexes for string attributes and text
-fields, dense vectors, and one HNSW graph (faiss) per tensor field with `index`. Rows are never
-reused: a put of an existing id tombstones the old row and appends a new one, so the HNSW graph
-only ever grows, removed documents are excluded at query time through an allow-list bitmap,
-and the graph is rebuilt when tombstones outnumber live vectors.
+fields, dense vectors, and one HNSW graph (faiss, see hnsw.py) per tensor field with `index`.
+Rows are never reused: a put of an existing id tombstones the old row and appends a new one, so
+the HNSW graph only ever grows, removed documents are excluded at query time through an
+allow-list bitmap, and the graph is rebuilt when tombstones outnumber live vectors.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import math
 import numpy as np
 
 from vespa_app.engine.schema import Field, Schema, TensorType
+from vespa_app.engine.search.hnsw import VectorIndex
 from vespa_app.engine.search.tensors import Tensor, cast_cells
 from vespa_app.engine.search.text import TextIndex
 
 INITIAL_CAPACITY = 1024
-REBUILD_MIN_DEAD = 1000
 
 
 def attribute_key(field: Field, value: object) -> object:
@@ -26,69 +26,6 @@ def attribute_key(field: Field, value: object) -> object:
     if isinstance(value, str):
         return value if field.match == "cased" else value.lower()
     return value
-
-
-class VectorIndex:
-    """HNSW graph (faiss IndexHNSWFlat) over one dense tensor field; labels are insertion order."""
-
-    def __init__(self, field: Field):
-        import faiss
-
-        # One thread: OpenMP threads contend with request threads on small machines and made
-        # builds several times slower in measurements on the 2-core CI machine type.
-        faiss.omp_set_num_threads(1)
-        assert field.type.tensor is not None and field.hnsw is not None
-        self.field = field
-        self.dim = field.type.tensor.dims[0].size or 0
-        self.metric = field.distance_metric
-        self._faiss = faiss
-        self.label_to_row = np.zeros(0, dtype=np.int64)
-        self._new_index()
-
-    def _new_index(self) -> None:
-        faiss = self._faiss
-        metric = faiss.METRIC_L2 if self.metric == "euclidean" else faiss.METRIC_INNER_PRODUCT
-        assert self.field.hnsw is not None
-        self.index = faiss.IndexHNSWFlat(self.dim, self.field.hnsw.max_links_per_node, metric)
-        self.index.hnsw.efConstruction = self.field.hnsw.neighbors_to_explore_at_insert
-        self.label_to_row = np.zeros(0, dtype=np.int64)
-
-    def _prepare(self, vecs: np.ndarray) -> np.ndarray:
-        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-        if self.metric == "angular":
-            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-            vecs = vecs / np.where(norms == 0, 1, norms)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
-
-    def add(self, rows: np.ndarray, vecs: np.ndarray) -> None:
-        if len(rows) == 0:
-            return
-        self.index.add(self._prepare(vecs))
-        self.label_to_row = np.concatenate([self.label_to_row, np.asarray(rows, dtype=np.int64)])
-
-    def search(
-        self, query: np.ndarray, k: int, ef: int, allowed_rows: np.ndarray | None
-    ) -> np.ndarray:
-        """Candidate rows (approximate); `allowed_rows` is a boolean mask over segment rows."""
-        faiss = self._faiss
-        n = len(self.label_to_row)
-        if n == 0 or k <= 0:
-            return np.zeros(0, dtype=np.int64)
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(ef, k)
-        keep_alive = None
-        if allowed_rows is not None:
-            allowed_labels = allowed_rows[self.label_to_row]
-            if not allowed_labels.any():
-                return np.zeros(0, dtype=np.int64)
-            keep_alive = np.packbits(allowed_labels, bitorder="little")
-            params.sel = faiss.IDSelectorBitmap(len(keep_alive), faiss.swig_ptr(keep_alive))
-        q = self._prepare(query.reshape(1, -1))
-        _, labels = self.index.search(q, min(k, n), params=params)
-        del keep_alive
-        labels = labels[0]
-        labels = labels[labels >= 0]
-        return self.label_to_row[labels]
 
 
 class Segment:
@@ -129,9 +66,13 @@ class Segment:
                     self.dense[f.name] = np.zeros((self.capacity, size), dtype=dtype)
                     self.has_dense[f.name] = np.zeros(self.capacity, dtype=bool)
                     if f.hnsw is not None:
-                        self.hnsw[f.name] = VectorIndex(f)
+                        self.hnsw[f.name] = VectorIndex(f, self._vector_reader(f.name))
                 else:
                     self.mapped[f.name] = {}
+
+    def _vector_reader(self, name: str):
+        # reads through self.dense at call time: the array is replaced when the segment grows
+        return lambda rows: self.dense[name][rows]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -164,18 +105,41 @@ class Segment:
         row = self._append(local_id, fields)
         for name, vi in self.hnsw.items():
             if self.has_dense[name][row]:
-                vi.add(np.array([row]), self.dense[name][row : row + 1])
+                vi.add_pending(row)
 
-    def bulk_put(self, docs: list[tuple[str, dict]]) -> None:
-        """Initial load: one faiss add per field (multi-threaded inside faiss)."""
+    def bulk_put(
+        self,
+        docs: list[tuple[str, dict]],
+        graphs: dict[str, np.ndarray] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Initial load into an empty segment, then build the graphs synchronously.
+
+        `graphs` is filled by `load_graphs` callers: rows already covered by a persisted graph
+        per field (only the rest is inserted). faiss may use `threads` OpenMP threads.
+        """
         start = self.n_rows
+        self.bulk_append(docs)
+        self.build_graphs(np.arange(start, self.n_rows), graphs, threads)
+
+    def bulk_append(self, docs) -> None:
+        """Append documents without touching the graphs (follow with `build_graphs`)."""
         for local_id, fields in docs:
             self.remove(local_id)
             self._append(local_id, fields)
-        rows = np.arange(start, self.n_rows)
+
+    def build_graphs(
+        self,
+        rows: np.ndarray,
+        covered: dict[str, np.ndarray] | None = None,
+        threads: int | None = None,
+    ) -> None:
         for name, vi in self.hnsw.items():
             sel = rows[self.alive[rows] & self.has_dense[name][rows]]
-            vi.add(sel, self.dense[name][sel])
+            vi.live += len(sel)
+            if covered and name in covered:
+                sel = np.setdiff1d(sel, covered[name], assume_unique=True)
+            vi.build(sel, threads)
 
     def _append(self, local_id: str, fields: dict) -> int:
         row = self.n_rows
@@ -227,16 +191,12 @@ class Segment:
             cells.pop(row, None)
         for ti in self.text.values():
             ti.remove(row)
-        self._maybe_rebuild()
-
-    def _maybe_rebuild(self) -> None:
         for name, vi in self.hnsw.items():
-            labels = len(vi.label_to_row)
-            live = int(self.alive[vi.label_to_row].sum()) if labels else 0
-            if labels - live >= max(REBUILD_MIN_DEAD, live):
-                rows = vi.label_to_row[self.alive[vi.label_to_row]]
-                vi._new_index()
-                vi.add(rows, self.dense[name][rows])
+            if self.has_dense[name][row]:
+                vi.row_died()
+                if vi.needs_rebuild():
+                    live = self.live_rows()
+                    vi.reset(live[self.has_dense[name][live]])
 
     # -- reads -----------------------------------------------------------------------------
 
