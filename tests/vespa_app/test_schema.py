@@ -225,6 +225,35 @@ def test_profile_inheritance_overrides_and_bad_parent(tmp_path):
     assert s.rank_profiles["default"].builtin and s.rank_profiles["unranked"].builtin
 
 
+def test_profiles_do_not_implicitly_inherit_default(tmp_path):
+    # Vespa: a profile inherits only what its `inherits` list names (RankProfile.inherited() is
+    # empty without one; schemas reference "The inherits list is optional"), and
+    # `rank-profile default inherits default` is accepted and ignored (DefaultRankProfile).
+    extra = """    rank-profile default inherits default {
+        inputs {
+            query(w) double: 2.0
+        }
+        function f() { expression: attribute(n) }
+        first-phase { expression: f }
+        second-phase { expression: f * 2 }
+        match-features: f
+    }
+    rank-profile other {
+        first-phase { expression: 1 }
+    }
+    rank-profile heir inherits default {
+    }"""
+    field = "        field n type int { indexing: attribute }"
+    s = parse_schema(_write(tmp_path, field, extra), tmp_path)
+    other = s.rank_profiles["other"]
+    assert other.functions == {} and other.inputs == {} and other.match_features == ()
+    assert other.second_phase.expression is None and other.first_phase.expression == "1"
+    heir = s.rank_profiles["heir"]
+    assert heir.first_phase.expression == "f" and heir.second_phase.expression == "f * 2"
+    assert heir.inputs["w"].default == "2.0" and heir.match_features == ("f",)
+    assert not s.rank_profiles["default"].builtin
+
+
 def test_onnx_model_names_checked_against_file(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "schemas").mkdir(parents=True)

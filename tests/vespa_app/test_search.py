@@ -3,6 +3,8 @@ SearchEngine over an in-memory store. Reference numbers are recomputed with nump
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -371,6 +373,66 @@ def test_first_phase_drop_limit_reduces_total_count(world):
     assert out["root"]["fields"]["totalCount"] == expected < all_
 
 
+SECOND_PHASE_PROFILE = """
+    rank-profile second {
+        first-phase { expression: attribute(popularity) }
+        second-phase {
+            expression: attribute(price)
+            rerank-count: 10
+            rank-score-drop-limit: %s
+        }
+    }
+}
+"""
+
+
+def _second_phase_engine(tmp_path, limit: float):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(PACKAGE, pkg)
+    sd = pkg / "schemas" / "product.sd"
+    text = sd.read_text()
+    sd.write_text(text[: text.rstrip().rindex("}")] + SECOND_PHASE_PROFILE % limit)
+    return make_engine(200, pkg)
+
+
+@pytest.mark.parametrize("cut", [5, 15])
+def test_second_phase_drop_limit_applies_to_every_hit_and_reduces_total_count(tmp_path, cut):
+    # proton (match_thread.cpp, HitCollector::get_result_set with a second-phase drop limit):
+    # every hit it keeps scores for is judged on its final score - second-phase for the
+    # reranked, rescaled first-phase for the rest - and the result set, hence totalCount,
+    # holds only the survivors.
+    _engine, _store, docs = make_engine(200)
+    pop = np.array([np.float32(f["popularity"]) for _, f in docs], dtype=np.float64)
+    price = np.array([np.float32(f["price"]) for _, f in docs], dtype=np.float64)
+    order = np.argsort(-pop)
+    top, rest = order[:10], order[10:]
+    final = pop.copy()
+    final[top] = price[top]
+    f_low, f_high, s_low, s_high = (
+        pop[top].min(),
+        pop[top].max(),
+        price[top].min(),
+        price[top].max(),
+    )
+    if f_low > s_low:
+        scale = max(s_high - s_low, 1) / max(f_high - f_low, 1)
+        final[rest] = pop[rest] * scale + (s_low - f_low * scale)
+    ranked = np.argsort(-final)
+    limit = float((final[ranked[cut - 1]] + final[ranked[cut]]) / 2)
+    # cut 5 drops reranked hits; cut 15 keeps some rescaled first-phase hits and drops the rest
+    assert (cut < 10) == any(r in set(top) for r in ranked[cut:])
+    engine, _store, _docs = _second_phase_engine(tmp_path, limit)
+    status, out = engine.search(
+        {"yql": "select * from product where true", "ranking.profile": "second", "hits": "20"},
+        None,
+    )
+    assert status == 200, out
+    assert out["root"]["fields"]["totalCount"] == cut
+    assert ids(out) == [docs[i][0] for i in ranked[:cut]]
+    got = [h["relevance"] for h in out["root"]["children"]]
+    assert got == pytest.approx(final[ranked[:cut]].tolist(), rel=1e-9)
+
+
 def test_46_match_and_summary_features(world):
     hit = ok(world, None, nn_body(world, "ranking"))["root"]["children"][0]
     assert list(hit["fields"]["matchfeatures"]) == ["ann", "fresh", "pop"]
@@ -540,8 +602,37 @@ def test_52_bm25_matches_reference(small, tmp_path):
 
 
 def test_53_user_query_without_query(small):
-    status, _err = error(small, {"yql": "select * from product where userQuery()"})
-    assert status == 400
+    # Vespa: no `query` parses to a NullItem; QueryCanonicalizer leaves an empty tree and
+    # GroupingExecutor answers ErrorMessage.createIllegalQuery("No query") (code 3, HTTP 400)
+    for params in ({}, {"query": "  "}):
+        status, err = error(small, {"yql": "select * from product where userQuery()", **params})
+        assert status == 400
+        assert err == {"code": 3, "summary": "Illegal query", "message": "No query"}
+
+
+def test_empty_user_query_is_removed_from_its_parent(small):
+    # the NullItem is removed from AND/OR/RANK, so the rest of the tree alone decides matching
+    yql = "select * from product where userQuery() and price < 10"
+    got = set(ids(ok(small, {"yql": yql, "hits": 100})))
+    expected = {p for p, f in small[1].iter_documents("product") if np.float32(f["price"]) < 10}
+    assert got == expected and {"T1", "T2"} <= got
+    ranked = "select * from product where rank(userQuery(), price < 10)"
+    assert set(ids(ok(small, {"yql": ranked, "hits": 100}))) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["face -serum", "+face serum", '"face serum"', "title:face", "face*", "t-shirt", "a.b"]
+)
+def test_simple_query_syntax_is_refused(small, text):
+    # Vespa's simple query language gives these characters meaning (exclude, require, phrase,
+    # field, prefix, compound words); the engine refuses instead of reading them as words
+    for yql, params in (
+        ("select * from product where userQuery()", {"query": text, "type": "all"}),
+        ("select * from product where userInput(@q)", {"q": text}),
+    ):
+        status, err = error(small, {"yql": yql, **params})
+        assert status == 400 and err["code"] == 4
+        assert err["message"].startswith("Unsupported by local engine: the character")
 
 
 def test_54_hybrid_text_or_nn(small):

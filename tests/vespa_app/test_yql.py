@@ -137,3 +137,14 @@ def test_unsupported(yql, construct):
     with pytest.raises(Unsupported) as exc:
         parse_yql(yql)
     assert str(exc.value) == construct
+
+
+def test_shared_lexer_tokens_and_error_positions():
+    # YQL and ranking expressions share vespa_app.engine.search.lexer; each keeps its messages
+    from vespa_app.engine.search.expression import ExpressionError, parse_expression
+
+    with pytest.raises(YqlError, match=r"Unexpected character '#' at position 33"):
+        parse_yql("select * from product where a =  #")
+    with pytest.raises(ExpressionError, match=r"unexpected character '#' at position 14"):
+        parse_expression("attribute(n) + # 1")
+    assert parse_yql("select * from product where  price <= 5 ;").where == Compare("price", "<=", 5)

@@ -1030,6 +1030,8 @@ class _SchemaParser:
             raw = self.raw_profiles[n]
             parents: list[RankProfile] = []
             for p in raw.inherits:
+                if n == "default" and p == "default":
+                    continue  # Vespa ignores it (DefaultRankProfile.inherit); a documented form
                 if p in stack or (p not in self.raw_profiles and p not in resolved):
                     raise PackageError(
                         self.path, raw.line, p, f"rank-profile '{n}': bad inherits '{p}'"

@@ -17,6 +17,7 @@ from vespa_app.engine.search.ranking import CompiledProfile, Ctx, EvalError, Que
 from vespa_app.engine.search.tensors import TensorError, scalar_of
 
 DEFAULT_RERANK = 100
+KEEP_RANK_COUNT = 10000  # first-phase keep-rank-count default
 CHECK_EVERY = 64
 
 
@@ -152,9 +153,18 @@ def execute(
             idx_in_keep = np.searchsorted(keep, top)
             _rescale(sub, idx_in_keep, old, new)
             scores[keep] = sub
-            if profile.second_phase.rank_score_drop_limit is not None:
-                dropped = top[new <= profile.second_phase.rank_score_drop_limit]
-                keep = np.setdiff1d(keep, dropped)
+            limit2 = profile.second_phase.rank_score_drop_limit
+            if limit2 is not None:
+                # As proton's hit collector: only the hits it keeps scores for (the best
+                # max(offset + hits, rerank-count, keep-rank-count) by first phase) survive a
+                # second-phase drop limit, judged on their final score (second-phase, or
+                # rescaled first-phase); totalCount counts the survivors.
+                array = max(
+                    offset + hits, count, profile.first_phase.keep_rank_count or KEEP_RANK_COUNT
+                )
+                kept = order[:array]
+                keep = np.sort(kept[scores[kept] > limit2])
+                total = len(keep)
     else:
         qs.second_phase = first
 

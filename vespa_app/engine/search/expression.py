@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from vespa_app.engine.schema import TypeSyntaxError
+from vespa_app.engine.search.lexer import Token, lex
 from vespa_app.engine.search.tensors import AGGREGATORS, Tensor, TensorError, parse_tensor_literal
 
 
@@ -143,21 +144,14 @@ _TOKEN = re.compile(
 )
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    out = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise ExpressionError(
-                f"unexpected character '{text[pos:].strip()[:1]}' at position {pos}"
-            )
-        kind = m.lastgroup or ""
-        out.append((kind, m.group(kind), m.start(kind)))
-        pos = m.end()
-    out.append(("end", "", len(text)))
-    return out
+def _tokenize(text: str) -> list[Token]:
+    return lex(
+        text.rstrip(),
+        _TOKEN,
+        lambda start, pos: ExpressionError(
+            f"unexpected character '{text[pos]}' at position {start}"
+        ),
+    )
 
 
 class _Parser:

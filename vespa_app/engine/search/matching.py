@@ -6,6 +6,7 @@ nearestNeighbor replaced by `true` and every `rank(...)` by its first operand.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,24 @@ from vespa_app.engine.search.yql import (
 )
 
 NEGATIVE_ONLY = "Can not search for only negative items"
+
+
+def _check_simple_query(text: str) -> None:
+    """Refuse query strings that Vespa's simple query language would read as more than words.
+
+    Vespa's query tokenizer (container-search prelude/query/parser/Tokenizer) gives `+`, `-`,
+    quotes, `:`, parentheses, brackets, `!`, `*`, `.`, `,`, `_` and others a meaning (required,
+    excluded, phrase, field, weight, prefix, compound words), makes each symbol a word of its
+    own and drops the rest as noise. The engine implements the plain subset: letters, digits
+    and whitespace. Anything else is refused rather than silently read as words."""
+    for c in text:
+        if not (c.isspace() or unicodedata.category(c)[0] in "LNM"):
+            raise unsupported(
+                f"the character '{c}' in the query string (simple query language syntax: "
+                "only words separated by spaces are supported)"
+            )
+
+
 MIN_EXPLORE = 100  # see ef_search
 
 
@@ -120,6 +139,10 @@ class Matcher:
     # -- entry -----------------------------------------------------------------------------
 
     def match(self, where: object) -> MatchResult:
+        pruned = self._drop_empty_user_queries(where)
+        if pruned is None:
+            raise QueryError(3, "No query")
+        where = pruned
         _check_negations(where)
         nn_ops = _collect_nn(where)
         if nn_ops:
@@ -137,6 +160,39 @@ class Matcher:
             return MatchResult(mask, self.terms, list(self.nn_results.values()), rows=rows)
         mask = self._eval(where, prefilter=False) & self.alive
         return MatchResult(mask, self.terms, list(self.nn_results.values()))
+
+    # -- user queries ----------------------------------------------------------------------
+
+    def _user_text(self, node: UserQuery | UserInput) -> str | None:
+        if isinstance(node, UserQuery):
+            return self.query_string
+        text = node.text if node.param is None else self.raw.get(node.param)
+        if text is None:
+            raise QueryError(3, f"No value for parameter '{node.param}' used by userInput()")
+        return text
+
+    def _drop_empty_user_queries(self, node: object) -> object | None:
+        """The tree without user queries that yield no terms (no `query` parameter, or a string
+        without words), or None when nothing is left.
+
+        Vespa parses such a query string to a NullItem, and its QueryCanonicalizer removes
+        null items from their parents, then parents left empty, and lifts a single child; a
+        tree left empty is error 3 `No query` (container-search QueryCanonicalizer)."""
+        if isinstance(node, (UserQuery, UserInput)):
+            text = self._user_text(node)
+            if text is None:
+                return None
+            _check_simple_query(text)
+            return node if tokenize(text) else None
+        if isinstance(node, (And, Or, Rank)):
+            kids = [k for k in map(self._drop_empty_user_queries, node.children) if k is not None]
+            if not kids:
+                return None
+            return kids[0] if len(kids) == 1 else type(node)(tuple(kids))
+        if isinstance(node, Not):
+            child = self._drop_empty_user_queries(node.child)
+            return None if child is None else Not(child)
+        return node
 
     # -- tree evaluation -------------------------------------------------------------------
 
@@ -314,15 +370,10 @@ class Matcher:
 
     def _user_query(self, node: UserQuery | UserInput) -> np.ndarray:
         annots = node.annotations
+        text = self._user_text(node) or ""
         if isinstance(node, UserQuery):
-            text = self.query_string
             grammar = self.query_type
-            if text is None:
-                raise QueryError(3, "No query")
         else:
-            text = node.text if node.param is None else self.raw.get(node.param)
-            if text is None:
-                raise QueryError(3, f"No value for parameter '{node.param}' used by userInput()")
             grammar = str(annots.get("grammar", "weakAnd"))
         grammar = {"weakand": "weakAnd", "all": "all", "any": "any"}.get(
             grammar.lower() if grammar else "", grammar

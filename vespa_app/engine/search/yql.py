@@ -12,6 +12,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from vespa_app.engine.search.lexer import Token, lex
+
 
 class YqlError(ValueError):
     """Malformed YQL; rendered as error 4 `Could not create query from YQL: <message>`."""
@@ -152,22 +154,12 @@ def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    out = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            break
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise YqlError(f"Unexpected character '{text[pos]}' at position {pos}")
-        kind = m.lastgroup or ""
-        out.append((kind, m.group(kind), m.start(kind)))
-        pos = m.end()
-    out.append(("end", "", len(text)))
-    return out
+def _tokenize(text: str) -> list[Token]:
+    return lex(
+        text,
+        _TOKEN,
+        lambda _start, pos: YqlError(f"Unexpected character '{text[pos]}' at position {pos}"),
+    )
 
 
 class _Parser:
