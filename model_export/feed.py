@@ -1,0 +1,219 @@
+"""Feed an export and its dataset to Vespa (or the embedded engine) through pyvespa.
+
+Documents are built as Python data (pyvespa serialises them as JSON):
+
+- ``product``: the package's product fields from the dataset (category_path from the taxonomy,
+  root first; created_at in epoch seconds; popularity = positive events of the product) and the
+  L2-normalised embedding (the field's metric is prenormalized-angular);
+- ``user``: the L2-normalised embedding (it is the nearestNeighbor query vector), the newest
+  positive events first (at most 50) as ``recent_product_ids`` and ``recent_item_idx`` (rows of the
+  export's product list), ``updated_at`` = the newest event's time;
+- ``seller``: ``seller_id`` and ``rating`` as partial updates with create, so business flags
+  (``is_blocked``, ``promoted``) set by operators survive a re-feed.
+
+Every id is ``id:<type>:<type>::<id>`` (namespace = document type). Products and users are
+complete puts, so feeding twice leaves the same documents. ``embeddings_only`` sends only the
+embedding fields as partial updates (assign): the refresh after retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_export.export import read_embeddings
+from model_export.manifest import ExportError, Manifest
+
+RECENT = 50
+DOC_TYPES = ("product", "user", "seller")
+
+
+def normalized(table: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(table, axis=1, keepdims=True)
+    return table / np.where(norms > 0, norms, 1.0)
+
+
+def _tensor(row: np.ndarray) -> dict[str, list[float]]:
+    return {"values": [float(x) for x in row]}
+
+
+def _seconds(value: Any) -> int | None:
+    if value is None or pd.isna(value):
+        return None
+    return int(pd.Timestamp(value).timestamp())
+
+
+def category_paths(categories: pd.DataFrame) -> dict[str, list[str]]:
+    """category_id -> [root, ..., category_id] following parent_id."""
+    parent = dict(zip(categories["category_id"], categories["parent_id"], strict=True))
+    paths: dict[str, list[str]] = {}
+    for category in parent:
+        path, node = [], category
+        while isinstance(node, str) and node not in path and len(path) <= len(parent):
+            path.append(node)
+            node = parent.get(node)
+        paths[category] = path[::-1]
+    return paths
+
+
+def _drop_missing(fields: dict[str, Any]) -> dict[str, Any]:
+    """Absent source values are left out (the field stays empty), never invented."""
+    return {k: v for k, v in fields.items() if v is not None and not _isnan(v)}
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+def positive_events(market: Any) -> pd.DataFrame:
+    events = market.events
+    keep = events["event_type"].isin(list(market.info.positive_events))
+    return events.loc[keep, ["user_id", "product_id", "timestamp"]]
+
+
+def product_documents(
+    market: Any, ids: list[str], table: np.ndarray, embeddings_only: bool = False
+) -> Iterator[dict[str, Any]]:
+    vectors = normalized(table)
+    if embeddings_only:
+        for product_id, row in zip(ids, vectors, strict=True):
+            yield {"id": product_id, "fields": {"embedding": _tensor(row)}}
+        return
+    products = market.products.set_index("product_id", drop=False)
+    missing = [p for p in ids if p not in products.index]
+    if missing:
+        raise ExportError(f"dataset has no product {missing[0]!r} of the export's product_ids")
+    paths = category_paths(market.categories)
+    popularity = positive_events(market)["product_id"].value_counts()
+    for product_id, row in zip(ids, vectors, strict=True):
+        p = products.loc[product_id]
+        fields = {
+            "product_id": product_id,
+            "title": p["title"],
+            "description": p["description"],
+            "category_path": paths.get(p["category_id"])
+            if isinstance(p["category_id"], str)
+            else None,
+            "seller_id": p["seller_id"],
+            "price": None if pd.isna(p["price"]) else float(p["price"]),
+            "margin": None if pd.isna(p["margin"]) else float(p["margin"]),
+            "created_at": _seconds(p["created_at"]),
+            "in_stock": bool(p["in_stock"]),
+            "popularity": float(popularity.get(product_id, 0)),
+            "embedding": _tensor(row),
+        }
+        yield {"id": product_id, "fields": _drop_missing(fields)}
+
+
+def user_documents(
+    market: Any,
+    ids: list[str],
+    table: np.ndarray,
+    product_ids: list[str],
+    embeddings_only: bool = False,
+) -> Iterator[dict[str, Any]]:
+    vectors = normalized(table)
+    if embeddings_only:
+        for user_id, row in zip(ids, vectors, strict=True):
+            yield {"id": user_id, "fields": {"embedding": _tensor(row)}}
+        return
+    row_of = {product_id: idx for idx, product_id in enumerate(product_ids)}
+    events = positive_events(market)
+    # Newest first; ties keep the file's order reversed, as a stable sort of the reversed frame.
+    events = events.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
+    recent = {user: group.head(RECENT) for user, group in events.groupby("user_id", sort=False)}
+    last_event = market.events.groupby("user_id")["timestamp"].max()
+    for user_id, row in zip(ids, vectors, strict=True):
+        fields: dict[str, Any] = {"user_id": user_id, "embedding": _tensor(row)}
+        history = recent.get(user_id)
+        products = [] if history is None else history["product_id"].tolist()
+        fields["recent_product_ids"] = products
+        fields["recent_item_idx"] = [row_of[p] for p in products if p in row_of]
+        if len(fields["recent_item_idx"]) != len(products):
+            unknown = next(p for p in products if p not in row_of)
+            raise ExportError(f"user {user_id!r}: product {unknown!r} is not in the export")
+        fields["updated_at"] = _seconds(last_event.get(user_id))
+        yield {"id": user_id, "fields": _drop_missing(fields)}
+
+
+def seller_documents(market: Any) -> Iterator[dict[str, Any]]:
+    for seller in market.sellers.itertuples(index=False):
+        rating = None if pd.isna(seller.rating) else float(seller.rating)
+        yield {
+            "id": seller.seller_id,
+            "fields": _drop_missing({"seller_id": seller.seller_id, "rating": rating}),
+        }
+
+
+@dataclass
+class FeedReport:
+    sent: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def feed(
+    export_dir: Path,
+    market: Any,
+    url: str,
+    *,
+    types: tuple[str, ...] = DOC_TYPES,
+    embeddings_only: bool = False,
+    progress: bool = True,
+    max_workers: int = 8,
+    max_connections: int = 4,
+) -> FeedReport:
+    """Send the documents; returns counts and every failed operation (id, status, message)."""
+    from tqdm import tqdm
+    from vespa.application import Vespa
+
+    manifest = Manifest.read(export_dir)
+    product_ids, products = read_embeddings(export_dir, manifest, "product")
+    user_ids, users = read_embeddings(export_dir, manifest, "user")
+    app = Vespa(url=url)
+    report = FeedReport()
+    plans: list[tuple[str, int, Iterator[dict[str, Any]], str, dict[str, Any]]] = []
+    if "product" in types:
+        docs = product_documents(market, product_ids, products, embeddings_only)
+        plans.append(("product", len(product_ids), docs, *_operation(embeddings_only)))
+    if "user" in types:
+        docs = user_documents(market, user_ids, users, product_ids, embeddings_only)
+        plans.append(("user", len(user_ids), docs, *_operation(embeddings_only)))
+    if "seller" in types and not embeddings_only:
+        plans.append(
+            ("seller", len(market.sellers), seller_documents(market), "update", {"create": True})
+        )
+    for doc_type, total, docs, operation, options in plans:
+        bar = tqdm(total=total, desc=f"feed {doc_type}", unit="doc", disable=not progress)
+
+        def done(response: Any, doc_id: str, doc_type: str = doc_type, bar: Any = bar) -> None:
+            bar.update(1)
+            if not response.is_successful():
+                body = response.get_json() or {}
+                message = body.get("message") or body.get("Exception") or body
+                report.failures.append(
+                    f"{doc_type} {doc_id}: HTTP {response.status_code}: {message}"
+                )
+
+        app.feed_iterable(
+            docs,
+            schema=doc_type,
+            namespace=doc_type,
+            callback=done,
+            operation_type=operation,
+            max_workers=max_workers,
+            max_connections=max_connections,
+            **options,
+        )
+        bar.close()
+        report.sent[doc_type] = total
+    return report
+
+
+def _operation(embeddings_only: bool) -> tuple[str, dict[str, Any]]:
+    # A refresh must not create documents that a full feed never sent (create=False: 404 then).
+    return ("update", {"create": False}) if embeddings_only else ("feed", {})

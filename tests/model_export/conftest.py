@@ -1,0 +1,79 @@
+"""Shared fixtures: the tiny synthetic marketplace on disk and checkpoints trained on it.
+
+Models use their ``test_config()`` with the embedding width set to the package's 128 (and SASRec's
+history to 50, so the parity lengths 1, 37 and the maximum all exist).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.vespa_app.conftest import engine_factory  # noqa: F401 - fixture re-exported
+from trainer.data.marketplace import save_marketplace
+from trainer.data.splits import split_dataset
+from trainer.data.synthetic import generate
+from trainer.models.base import save_checkpoint
+from trainer.models.baselines.bpr_mf import BPRMF
+from trainer.models.lightgcn import LightGCN
+from trainer.models.sasrec import SASRec
+
+PACKAGE_DIM = 128
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription stalls on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_marketplace(generate("tiny", 3), tmp_path_factory.mktemp("data") / "tiny")
+
+
+def _train(cls, dataset: Path, out: Path, **config) -> Path:
+    from trainer.data.loaders import load_dataset
+
+    data = split_dataset(load_dataset(dataset))
+    model = cls(dataclasses.replace(cls.test_config(), **config), data.num_users, data.num_items)
+    report = model.fit(data, progress=False)
+    return save_checkpoint(
+        model,
+        data,
+        out,
+        dataset_path=str(dataset),
+        history=report.history,
+        best_epoch=report.best_epoch,
+    )
+
+
+@pytest.fixture(scope="session")
+def checkpoints(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return {
+        "lightgcn": _train(LightGCN, dataset, folder / "lightgcn.pt", dim=PACKAGE_DIM),
+        "bprmf": _train(BPRMF, dataset, folder / "bprmf.pt", dim=PACKAGE_DIM),
+        "sasrec": _train(SASRec, dataset, folder / "sasrec.pt", dim=PACKAGE_DIM, max_len=50),
+        "lightgcn-16d": _train(LightGCN, dataset, folder / "lightgcn16.pt", dim=16),
+    }
+
+
+@pytest.fixture(scope="session")
+def exports(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Export folders written by the CLI (in-process), keyed by model."""
+    from model_export.cli import main
+
+    root = tmp_path_factory.mktemp("exports")
+    done = {}
+    for name in ("lightgcn", "sasrec"):
+        out = root / name
+        assert main(["--checkpoint", str(checkpoints[name]), "--out", str(out)]) == 0
+        done[name] = out
+    return done
