@@ -51,8 +51,9 @@ from trainer.graph.features import (
     interaction_view,
 )
 from trainer.graph.sampling import HeteroNeighborSampler
-from trainer.graph.training import EpochHooks, softmax_loss, torch_threads, train_epochs
+from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport
+from trainer.models.training import EpochHooks, torch_threads, train_epochs
 
 EdgeType = tuple[str, str, str]
 

@@ -25,7 +25,6 @@ binary graph over the dataset's positive events. Training pairs are always the p
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +46,7 @@ from trainer.graph.propagation import (
     to_torch_csr,
 )
 from trainer.models.base import Recommender, TrainReport, register
-from trainer.models.baselines.common import is_better, validation_metrics
+from trainer.models.training import EpochHooks, torch_threads, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -243,17 +242,11 @@ class LightGCN(Recommender):
         return float(loss.detach())
 
     def fit(self, data: InteractionData, progress: bool = True) -> TrainReport:
-        previous_threads = torch.get_num_threads()
-        if self.config.threads > 0:
-            torch.set_num_threads(self.config.threads)
-        try:
+        with torch_threads(self.config.threads):
             return self._fit(data, progress)
-        finally:
-            torch.set_num_threads(previous_threads)
 
     def _fit(self, data: InteractionData, progress: bool) -> TrainReport:
         config = self.config
-        start = time.perf_counter()
         adjacency = to_torch_csr(interaction_adjacency(data, "valid", config.event_weights))
         pairs = data.train_matrix().tocoo()
         users_all = pairs.row.astype(np.int64)
@@ -264,15 +257,8 @@ class LightGCN(Recommender):
         rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        history: list[dict[str, float]] = []
-        best_value: float | None = None
-        best_epoch: int | None = None
-        best_state: torch.Tensor | None = None
-        stale = 0
-        epoch = 0
-        train_seconds = 0.0
-        for epoch in range(1, config.epochs + 1):
-            epoch_start = time.perf_counter()
+
+        def run_epoch(epoch: int) -> dict[str, float]:
             order = rng.permutation(len(users_all))
             total = 0.0
             for first in tqdm(
@@ -286,68 +272,30 @@ class LightGCN(Recommender):
                     adjacency, users_all[batch], items_all[batch], positive_keys, rng, optimizer
                 )
                 total += loss * len(batch)
-            row: dict[str, float] = {"epoch": epoch, "loss": total / len(order)}
-            row["seconds"] = time.perf_counter() - epoch_start
-            train_seconds += row["seconds"]
-            row["train_seconds"] = train_seconds
-            self._refresh_final(adjacency)
-            if config.eval_every > 0 and epoch % config.eval_every == 0:
-                metrics = self._validate(data)
-                if metrics is not None:
-                    row.update({f"valid_{name}": value for name, value in metrics.items()})
-                    value = metrics[f"NDCG@{config.valid_k}"]
-                    if is_better(value, best_value):
-                        best_value, best_epoch, stale = value, epoch, 0
-                        best_state = self.net.ego.detach().clone()
-                    else:
-                        stale += 1
-            history.append(row)
+            return {"loss": total / len(order)}
+
+        def restore(state: torch.Tensor) -> None:
+            with torch.no_grad():
+                self.net.ego.copy_(state)
+
+        def on_epoch(row: dict[str, float]) -> None:
             if self.epoch_callback is not None:
                 self.epoch_callback(self, row)
-            log.info(
-                "lightgcn epoch %d/%d loss %.4f%s (%.1fs)",
-                epoch,
-                config.epochs,
-                row["loss"],
-                "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("valid_")),
-                row["seconds"],
-            )
-            if config.patience > 0 and stale >= config.patience:
-                log.info("lightgcn: no validation gain for %d checks, stopping", stale)
-                break
-            if config.time_budget > 0 and train_seconds >= config.time_budget:
-                log.info("lightgcn: time budget of %.0fs spent, stopping", config.time_budget)
-                break
-        if best_state is not None:
-            with torch.no_grad():
-                self.net.ego.copy_(best_state)
-            self._refresh_final(adjacency)
-            log.info(
-                "lightgcn: keeping epoch %d (valid NDCG@%d %.4f)",
-                best_epoch,
-                config.valid_k,
-                best_value,
-            )
-        return TrainReport(
-            epochs=epoch,
-            seconds=time.perf_counter() - start,
-            history=history,
-            best_epoch=best_epoch,
+
+        hooks = EpochHooks(
+            run_epoch=run_epoch,
+            refresh=lambda: self._refresh_final(adjacency),
+            score_users=lambda users: self._require_users()[torch.as_tensor(users)] @ self._items.T,
+            snapshot=lambda: self.net.ego.detach().clone(),
+            restore=restore,
+            on_epoch=on_epoch,
         )
+        return train_epochs("lightgcn", config, data, hooks)
 
     @torch.no_grad()
     def _refresh_final(self, adjacency: torch.Tensor) -> None:
         final = propagate_mean(adjacency, self.net.ego.detach(), self.config.layers)
         self._users, self._items = self.net.readout(final)
-
-    def _validate(self, data: InteractionData) -> dict[str, float] | None:
-        return validation_metrics(
-            lambda users: self._require_users()[torch.as_tensor(users)] @ self._items.T,
-            data,
-            k=self.config.valid_k,
-            max_users=self.config.valid_users,
-            seed=self.config.seed,
-        )
 
     # Contract ---------------------------------------------------------------------------------
     def _require_users(self) -> torch.Tensor:

@@ -39,8 +39,9 @@ from trainer.data.interactions import InteractionData, Stage
 from trainer.data.schema import EVENT_TYPES
 from trainer.graph.features import FeatureEncoder, ProductFeatures, recent_history
 from trainer.graph.sampling import WALK, PinSAGESampler, WalkNodeLoader
-from trainer.graph.training import EpochHooks, softmax_loss, torch_threads, train_epochs
+from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport, register
+from trainer.models.training import EpochHooks, torch_threads, train_epochs
 
 
 @dataclass(frozen=True)

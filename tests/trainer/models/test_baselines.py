@@ -121,7 +121,7 @@ def test_itemknn_scores_test_stage_with_the_validation_event_as_history(planted)
 def test_bprmf_selects_the_epoch_on_validation_and_logs_each_epoch(planted, caplog):
     config = BPRMFConfig(dim=16, epochs=6, batch_size=128, lr=0.02, patience=0)
     model = BPRMF(config, planted.num_users, planted.num_items)
-    with caplog.at_level("INFO", logger="trainer.models.baselines.bpr_mf"):
+    with caplog.at_level("INFO", logger="trainer"):
         report = model.fit(planted, progress=False)
     assert report.epochs == 6 and len(report.history) == 6
     assert all("valid_NDCG@20" in row for row in report.history)

@@ -11,8 +11,6 @@ with the best validation NDCG is kept when the split has validation targets.
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +22,7 @@ from tqdm import tqdm
 
 from trainer.data.interactions import InteractionData, Stage
 from trainer.models.base import Recommender, TrainReport, register
-from trainer.models.baselines.common import is_better, validation_metrics
-
-log = logging.getLogger(__name__)
+from trainer.models.training import EpochHooks, train_epochs
 
 # Negative re-draws per step; after these a collision with a positive is rare enough to keep.
 NEGATIVE_RETRIES = 3
@@ -45,6 +41,7 @@ class BPRMFConfig:
     patience: int = 5  # stop after this many validations without improvement; 0 disables
     valid_k: int = 20  # cut-off of the validation NDCG used for epoch selection
     valid_users: int = 5000  # validate on at most this many users (fixed sample)
+    time_budget: float = 0.0  # stop after this many seconds of training; 0: no budget
     # A learned per-item bias b_i (Rendle's BPR-MF: s(u,i) = b_i + <p_u, q_i>): it carries item
     # popularity, which uniform negatives otherwise push out of the factors. Off by default: on
     # the medium marketplace it lifted HR@10 only from 0.034 to 0.041 (MostPop: 0.089).
@@ -140,7 +137,6 @@ class BPRMF(Recommender):
 
     def fit(self, data: InteractionData, progress: bool = True) -> TrainReport:
         config = self.config
-        start = time.perf_counter()
         pairs = data.train_matrix().tocoo()
         users_all = pairs.row.astype(np.int64)
         items_all = pairs.col.astype(np.int64)
@@ -149,14 +145,8 @@ class BPRMF(Recommender):
         positive_keys = np.sort(users_all * np.int64(self.num_items) + items_all)
         rng = np.random.default_rng(config.seed)
         optimizer = torch.optim.SparseAdam(list(self.net.parameters()), lr=config.lr)
-        history: list[dict[str, float]] = []
-        best_value: float | None = None
-        best_epoch: int | None = None
-        best_state: dict[str, torch.Tensor] | None = None
-        stale = 0
-        epoch = 0
-        for epoch in range(1, config.epochs + 1):
-            epoch_start = time.perf_counter()
+
+        def run_epoch(epoch: int) -> dict[str, float]:
             order = rng.permutation(len(users_all))
             total = 0.0
             self.net.train()
@@ -179,56 +169,17 @@ class BPRMF(Recommender):
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
-            row: dict[str, float] = {"epoch": epoch, "loss": total / len(order)}
-            row["seconds"] = time.perf_counter() - epoch_start
-            metrics = None
-            if config.eval_every > 0 and epoch % config.eval_every == 0:
-                metrics = self._validate(data)
-            if metrics is not None:
-                row.update({f"valid_{name}": value for name, value in metrics.items()})
-                value = metrics[f"NDCG@{config.valid_k}"]
-                if is_better(value, best_value):
-                    best_value, best_epoch, stale = value, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                else:
-                    stale += 1
-            history.append(row)
-            log.info(
-                "bprmf epoch %d/%d loss %.4f%s (%.1fs)",
-                epoch,
-                config.epochs,
-                row["loss"],
-                "".join(f" {k} {v:.4f}" for k, v in row.items() if k.startswith("valid_")),
-                row["seconds"],
-            )
-            if config.patience > 0 and stale >= config.patience:
-                log.info("bprmf: no validation gain for %d checks, stopping", stale)
-                break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-            log.info(
-                "bprmf: keeping epoch %d (valid NDCG@%d %.4f)",
-                best_epoch,
-                config.valid_k,
-                best_value,
-            )
-        return TrainReport(
-            epochs=epoch,
-            seconds=time.perf_counter() - start,
-            history=history,
-            best_epoch=best_epoch,
-        )
+            self.net.eval()
+            return {"loss": total / len(order)}
 
-    @torch.no_grad()
-    def _validate(self, data: InteractionData) -> dict[str, float] | None:
-        self.net.eval()
-        return validation_metrics(
-            lambda users: self.net(_rows(users)),
-            data,
-            k=self.config.valid_k,
-            max_users=self.config.valid_users,
-            seed=self.config.seed,
+        hooks = EpochHooks(
+            run_epoch=run_epoch,
+            refresh=lambda: None,  # score() reads the tables directly
+            score_users=lambda users: self.net(_rows(users)).detach(),
+            snapshot=lambda: {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            restore=self.net.load_state_dict,
         )
+        return train_epochs("bprmf", config, data, hooks)
 
     @torch.no_grad()
     def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> torch.Tensor:
