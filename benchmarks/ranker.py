@@ -1,0 +1,198 @@
+"""The middle-stage ranker as a re-ranker of retrieval's top 500, and its serving latency.
+
+For each dataset: a LightGCN retrieval model (dim 128, the product embedding width of the
+package) is trained under a time budget; the ranker is trained on its frozen item embeddings
+(impression outcomes where the data has them, next-item targets with negatives half drawn from
+retrieval's own top 100); then, for a fixed sample of test users, retrieval's top 500 (seen items
+excluded, full_ranking) are re-ranked and NDCG@10 / Precision@10 of both orders are compared on
+the same lists. Latency: per query, 500 candidates, onnxruntime (intra_op_num_threads=1) against
+PyTorch eager (1 thread) in the same run, with the history encoder (one encoder call + the
+scorer over 500 rows) and without it (scorer only, user_state given).
+
+    nice -n 15 python -m benchmarks.ranker [--datasets marketplace-medium,beauty_s3rec]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from benchmarks.common import RESULTS_DIR, peak_rss_mib, write_results
+from benchmarks.graph_models import load
+from trainer.evaluation.ranking import evaluation_users, full_ranking
+from trainer.models.lightgcn import LightGCN, LightGCNConfig
+from trainer.models.ranker import (
+    Ranker,
+    RankerConfig,
+    encoder_example,
+    export_candidate_scorer,
+    export_history_encoder,
+    rerank_evaluation,
+)
+
+CANDIDATES = 500
+
+
+def retrieval_candidates(model, data, stage, users, k, chunk=2048) -> np.ndarray:
+    return full_ranking(model, data, stage, k, users=users, batch_size=chunk).items
+
+
+def latency(ranker: Ranker, runs: int) -> dict[str, float]:
+    """Median / p99 milliseconds per query for 500 candidates."""
+    torch.set_num_threads(1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        enc_path = export_history_encoder(ranker, Path(tmp) / "history_encoder.onnx")
+        sco_path = export_candidate_scorer(ranker, Path(tmp) / "ranker.onnx")
+        encoder = ort.InferenceSession(str(enc_path), options, providers=["CPUExecutionProvider"])
+        scorer = ort.InferenceSession(str(sco_path), options, providers=["CPUExecutionProvider"])
+    inputs = encoder_example(ranker, 1, ranker.config.history_len)
+    inputs["hist"][:] = np.random.default_rng(0).integers(
+        1, ranker.num_items + 1, inputs["hist"].shape
+    )
+    items = np.random.default_rng(1).integers(0, ranker.num_items, CANDIDATES)
+    cand = ranker.cand_vectors(items, np.zeros(CANDIDATES)).numpy()
+    state = encoder.run(None, inputs)[0]
+
+    def ort_full():
+        s = encoder.run(None, inputs)[0]
+        return scorer.run(None, {"user_state": np.repeat(s, CANDIDATES, 0), "cand": cand})[0]
+
+    def ort_scorer():
+        return scorer.run(None, {"user_state": np.repeat(state, CANDIDATES, 0), "cand": cand})[0]
+
+    t_inputs = [torch.as_tensor(inputs[k]) for k in ("hist", "ctx")]
+    t_cand, t_state = torch.as_tensor(cand), torch.as_tensor(state)
+
+    @torch.no_grad()
+    def torch_full():
+        s = ranker.encoder(*t_inputs)
+        return ranker.scorer(s.expand(CANDIDATES, -1), t_cand)
+
+    @torch.no_grad()
+    def torch_scorer():
+        return ranker.scorer(t_state.expand(CANDIDATES, -1), t_cand)
+
+    out = {}
+    for name, fn in (
+        ("onnx_with_encoder", ort_full),
+        ("onnx_scorer_only", ort_scorer),
+        ("torch_with_encoder", torch_full),
+        ("torch_scorer_only", torch_scorer),
+    ):
+        for _ in range(10):
+            fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+        out[f"{name}/p50_ms"] = float(np.median(times))
+        out[f"{name}/p99_ms"] = float(np.percentile(times, 99))
+    return out
+
+
+def run_dataset(name: str, args) -> dict:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data = load(name)
+    result: dict = {
+        "users": data.num_users,
+        "items": data.num_items,
+        "load_s": time.perf_counter() - started,
+    }
+    torch.manual_seed(0)
+    retrieval = LightGCN(
+        LightGCNConfig(
+            dim=128, loss="softmax", lr=5e-3, time_budget=args.retrieval_budget, threads=1
+        ),
+        data.num_users,
+        data.num_items,
+    )
+    t = time.perf_counter()
+    retrieval.fit(data, progress=False)
+    result["retrieval_train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    train_candidates = retrieval_candidates(
+        retrieval, data, "valid", np.arange(data.num_users), 100
+    )
+    result["candidates_s"] = time.perf_counter() - t
+    config = RankerConfig(
+        time_budget=args.ranker_budget,
+        max_impressions=args.max_samples,
+        max_targets=args.max_samples,
+        epochs=args.epochs,
+    )
+    ranker = Ranker(config, retrieval.item_embeddings())
+    report = ranker.fit(data, train_candidates, progress=True)
+    result["ranker"] = {k: v for k, v in report.items() if k != "history"}
+    result["ranker"]["history"] = report["history"]
+    users = evaluation_users(data, "test")
+    rng = np.random.default_rng(0)
+    if len(users) > args.test_users:
+        users = np.sort(rng.choice(users, args.test_users, replace=False))
+    candidates = retrieval_candidates(retrieval, data, "test", users, CANDIDATES)
+    t = time.perf_counter()
+    result["rerank"] = rerank_evaluation(ranker, data, "test", users, candidates)
+    result["rerank_s"] = time.perf_counter() - t
+    result["latency"] = latency(ranker, args.runs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="marketplace-medium,beauty_s3rec")
+    parser.add_argument("--retrieval-budget", type=float, default=60.0, help="LightGCN seconds")
+    parser.add_argument("--ranker-budget", type=float, default=150.0, help="ranker seconds")
+    parser.add_argument("--epochs", type=int, default=30, help="ranker epoch limit")
+    parser.add_argument("--max-samples", type=int, default=60_000, help="per sample kind")
+    parser.add_argument("--test-users", type=int, default=5000, help="re-ranked test users")
+    parser.add_argument("--runs", type=int, default=200, help="latency repetitions")
+    args = parser.parse_args(argv)
+    results = {
+        "protocol": (
+            "test users (sample), LightGCN dim 128 top 500, seen items excluded (full_ranking), "
+            "re-ranked by the ranker; NDCG@10 / Precision@10 of both orders on the same lists"
+        ),
+        "datasets": {},
+    }
+    header = ("dataset", "NDCG@10 ret", "NDCG@10 rank", "P@10 ret", "P@10 rank")
+    print(f"{header[0]:<20} " + " ".join(f"{h:>13}" for h in header[1:]))
+    for name in args.datasets.split(","):
+        res = run_dataset(name, args)
+        results["datasets"][name] = res
+        r = res["rerank"]
+        print(
+            f"{name:<20} {r['retrieval/NDCG@10']:>13.4f} {r['ranker/NDCG@10']:>13.4f} "
+            f"{r['retrieval/Precision@10']:>13.4f} {r['ranker/Precision@10']:>13.4f}",
+            flush=True,
+        )
+        lat = res["latency"]
+        print(
+            "  latency p50 ms (500 candidates): "
+            + ", ".join(
+                f"{k.split('/')[0]} {v:.2f}" for k, v in lat.items() if k.endswith("p50_ms")
+            ),
+            flush=True,
+        )
+    results["peak_rss_mib"] = peak_rss_mib()
+    # Datasets not rerun keep their last results (one dataset can be rerun on its own).
+    previous = RESULTS_DIR / "ranker.json"
+    if previous.exists():
+        kept = json.loads(previous.read_text()).get("datasets", {})
+        results["datasets"] = {**kept, **results["datasets"]}
+    path = write_results("ranker", results)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inputs of the middle-stage ranker: request-context vectors, candidate features, samples."""
