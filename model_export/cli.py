@@ -2,8 +2,9 @@
 
 Forms:
 
-- ``python -m model_export --checkpoint PATH --out DIR [--package P] [--install] [--check-only]``
-  exports, checks the package and parity, optionally installs the ONNX models;
+- ``python -m model_export --checkpoint PATH [--ranker RANKER] --out DIR [--package P] [--install]
+  [--check-only]`` exports, checks the package and parity, optionally installs the ONNX models
+  (with ``--ranker``: also the ranker's history_encoder.onnx and ranker.onnx);
 - ``python -m model_export check --export DIR [--package P]`` checks an existing export;
 - ``python -m model_export feed --export DIR --dataset PATH --url URL`` feeds Vespa.
 
@@ -43,6 +44,15 @@ def export_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         help="checkpoint written by python -m trainer train",
+    )
+    parser.add_argument(
+        "--ranker",
+        type=Path,
+        help="ranker checkpoint (trainer.models.ranker.save_ranker) trained over --checkpoint's "
+        "item embeddings: adds history_encoder.onnx (hist int64 = recent_item_idx + 1, ctx -> "
+        "user_state) and ranker.onnx (user_state, cand -> score) to the export, checks them "
+        "against the package's onnx-model blocks and for parity; --install copies them into "
+        "the package's models/",
     )
     parser.add_argument(
         "--out",
@@ -149,9 +159,14 @@ def run_export(args: argparse.Namespace) -> int:
     if args.check_only and args.install:
         raise ExportError("--check-only installs nothing; drop --install or --check-only")
     loaded = export.load(args.checkpoint, args.dataset)
+    ranked = None
+    if args.ranker is not None:
+        from model_export import ranker
+
+        ranked = ranker.load(args.ranker)
     with tempfile.TemporaryDirectory(prefix="model_export-") as scratch:
         out = Path(scratch) if args.check_only else Path(args.out)
-        manifest = export.export(loaded, out)
+        manifest = export.export(loaded, out, ranked)
         print(
             f"exported {manifest.model} ({manifest.dimensions['embedding']}-d, "
             f"{manifest.dataset['num_items']} products, {manifest.dataset['num_users']} users, "
@@ -163,7 +178,7 @@ def run_export(args: argparse.Namespace) -> int:
             for name, found in blocks.items():
                 if not found:
                     print(f"  {name}.onnx: no onnx-model block loads models/{name}.onnx")
-        results = parity.check_export(loaded, out, manifest)
+        results = parity.check_export(loaded, out, manifest, ranked)
         for result in results:
             print(result.line())
         if not results:

@@ -104,8 +104,12 @@ def _table(tensor: Any, what: str, rows: int) -> np.ndarray:
     return table
 
 
-def export(loaded: Loaded, out: Path) -> Manifest:
-    """Write every artifact of ``loaded`` under ``out`` and return the (unwritten) manifest."""
+def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
+    """Write every artifact of ``loaded`` under ``out`` and return the (unwritten) manifest.
+
+    ``ranked`` (a :class:`model_export.ranker.LoadedRanker` trained over this checkpoint's item
+    embeddings) adds history_encoder.onnx and ranker.onnx and the manifest's ``ranker`` section.
+    """
     from trainer.models.sequential import SequenceRecommender
 
     out = Path(out)
@@ -138,7 +142,19 @@ def export(loaded: Loaded, out: Path) -> Manifest:
             )
         )
 
+    ranker_section: dict[str, Any] = {}
+    if ranked is not None:
+        from model_export import ranker
+
+        ranker.check_items(ranked, items, loaded.path)
+        entries, ranker_section = ranker.export(ranked, out)
+        onnx_entries.extend(entries)
+
     dim = int(items.shape[1])
+    dimensions: dict[str, int | None] = {"embedding": dim, "history_length": history_length}
+    if ranker_section:
+        dimensions["ranker_history_length"] = ranker_section["history_length"]
+        dimensions["user_state"] = ranker_section["state_dim"]
     return Manifest(
         model=model.name,
         dataset={
@@ -150,7 +166,7 @@ def export(loaded: Loaded, out: Path) -> Manifest:
         },
         source_checkpoint={"path": str(loaded.path.resolve()), "sha256": sha256(loaded.path)},
         config=json.loads(json.dumps(dataclasses.asdict(model.config), default=list)),
-        dimensions={"embedding": dim, "history_length": history_length},
+        dimensions=dimensions,
         embeddings={
             "product": {
                 "file": PRODUCT_EMBEDDINGS,
@@ -171,6 +187,7 @@ def export(loaded: Loaded, out: Path) -> Manifest:
         onnx=onnx_entries,
         metrics=validation_metrics(loaded.checkpoint.extra),
         versions=library_versions(),
+        ranker=ranker_section,
     )
 
 

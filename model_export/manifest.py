@@ -55,6 +55,9 @@ class OnnxEntry:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     role: str = ""  # what the model computes, for people reading the manifest
+    # Input name -> largest size per axis the model accepts (None: any), where the graph's
+    # symbolic axes do not say it (the history encoders' position tables end at history_len).
+    limits: dict[str, list[int | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     parity: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    # The middle-stage ranker exported with this retrieval model (empty without --ranker).
+    ranker: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
     @property

@@ -8,7 +8,10 @@ them). Checked, each mismatch reported with both sides (manifest and ``file:line
 - every onnx-model block whose file is ``models/<name>.onnx`` for an ONNX model of the export:
   its input names equal the model's graph inputs, its output names exist among the graph
   outputs, and where an input's source is ``query(x)`` or ``attribute(f)`` with a declared
-  tensor type, that type's dimensions (d0, d1, ... in axis order) fit the model's fixed axes.
+  tensor type, that type's dimensions (d0, d1, ... in axis order) fit the model's fixed axes
+  and the largest sizes the manifest records (``limits``: the history encoder's history_len);
+  an integer input fed from float cells (``query(hist)``, ids) is accepted because Vespa converts
+  cells to the model's input type, as long as the catalogue fits float32's exact integers.
 
 Nothing is padded or truncated to make a mismatch fit: the export stops instead.
 """
@@ -138,7 +141,37 @@ def _shape_fits(tensor: TensorType, shape: list[int | str]) -> bool:
     )
 
 
-def check_block(entry: OnnxEntry, block: Block) -> list[str]:
+def _int_input_problem(
+    spec, declared: TensorType, num_items: int | None, side: str, where: str
+) -> str | None:
+    """An integer model input fed from float cells: Vespa (and the engine) convert the cells to
+    the model's type, exact only while the ids fit a float32 mantissa."""
+    from model_export.query import FLOAT_EXACT
+
+    floats = declared.cell_type in ("float", "bfloat16", "int8")
+    if not spec.type.startswith("int") or not floats or num_items is None:
+        return None
+    if num_items + 1 < FLOAT_EXACT:
+        return None
+    return (
+        f"{side} input '{spec.name}' {spec.type} takes ids up to {num_items}; {where} "
+        f"{declared.spec} cells hold integers exactly only below {FLOAT_EXACT}"
+    )
+
+
+def _limit_problems(entry: OnnxEntry, name: str, declared: TensorType, side: str, where: str):
+    limits = entry.limits.get(name) or []
+    for axis, (dim, limit) in enumerate(zip(declared.dims, limits, strict=False)):
+        if limit is not None and dim.size is not None and dim.size > limit:
+            yield (
+                f"{side} input '{name}' accepts at most {limit} on axis {axis}; "
+                f"{where} {declared.spec} sends {dim.size}"
+            )
+
+
+def check_block(entry: OnnxEntry, block: Block, num_items: int | None = None) -> list[str]:
+    """Problems of one onnx-model block against the manifest entry of the model it loads.
+    ``num_items``: the catalogue size, for integer inputs (ids) fed from float cells."""
     side = f"manifest: {entry.name} ({entry.file})"
     problems = []
     graph_inputs = {t.name: t for t in entry.inputs}
@@ -165,11 +198,18 @@ def check_block(entry: OnnxEntry, block: Block) -> list[str]:
     for name, source in block.model.inputs:
         spec = graph_inputs.get(name)
         declared = _source_type(block, source)
-        if spec is not None and declared is not None and not _shape_fits(declared, spec.shape):
+        if spec is None or declared is None:
+            continue
+        where = f'{block.where()}: input "{name}": {source.strip()}'
+        if not _shape_fits(declared, spec.shape):
             problems.append(
-                f"{side} input '{name}' {spec.type}{spec.shape}; "
-                f'{block.where()}: input "{name}": {source.strip()} {declared.spec}'
+                f"{side} input '{name}' {spec.type}{spec.shape}; {where} {declared.spec}"
             )
+            continue
+        problems.extend(_limit_problems(entry, name, declared, side, where))
+        problem = _int_input_problem(spec, declared, num_items, side, where)
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -206,7 +246,7 @@ def check_package(folder: Path, manifest: Manifest, package: Path) -> dict[str, 
     blocks = matching_blocks(manifest, schemas)
     for name, entry in manifest.onnx_by_name().items():
         for block in blocks[name]:
-            problems.extend(check_block(entry, block))
+            problems.extend(check_block(entry, block, manifest.dataset.get("num_items")))
     if problems:
         raise ExportError(
             "export does not match the application package:\n  " + "\n  ".join(problems)

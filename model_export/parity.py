@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,12 +96,23 @@ def check_user_encoder(loaded: Loaded, onnx_path: Path) -> list[ParityResult]:
     return results
 
 
-def check_export(loaded: Loaded, folder: Path, manifest: Manifest) -> list[ParityResult]:
-    """Parity of every ONNX model in the export (none for embedding-table models)."""
+def check_export(
+    loaded: Loaded, folder: Path, manifest: Manifest, ranked: Any = None
+) -> list[ParityResult]:
+    """Parity of every ONNX model in the export (none for embedding-table models).
+    ``ranked``: the :class:`model_export.ranker.LoadedRanker` of an export made with --ranker."""
+    from model_export import ranker
+
     results = []
-    for entry in manifest.onnx:
-        if entry.name == USER_ENCODER:
-            results.extend(check_user_encoder(loaded, Path(folder) / entry.file))
-        else:
-            raise ValueError(f"no parity check for ONNX model {entry.name!r}")
+    names = {entry.name for entry in manifest.onnx}
+    if USER_ENCODER in names:
+        entry = manifest.onnx_by_name()[USER_ENCODER]
+        results.extend(check_user_encoder(loaded, Path(folder) / entry.file))
+    if names & {ranker.HISTORY_ENCODER, ranker.RANKER}:
+        if ranked is None:
+            raise ValueError("the export holds ranker models but no ranker was given")
+        results.extend(ranker.check_parity(loaded, ranked, folder))
+    unknown = names - {USER_ENCODER, ranker.HISTORY_ENCODER, ranker.RANKER}
+    if unknown:
+        raise ValueError(f"no parity check for ONNX model {sorted(unknown)[0]!r}")
     return results

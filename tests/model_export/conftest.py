@@ -77,3 +77,30 @@ def exports(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         assert main(["--checkpoint", str(checkpoints[name]), "--out", str(out)]) == 0
         done[name] = out
     return done
+
+
+def tiny_ranker_config(**overrides):
+    """A ranker small enough to train in seconds; history_len 50 = the package's query(hist)."""
+    from trainer.models.ranker import RankerConfig
+
+    base = dict(
+        history_len=50, dim=16, heads=2, blocks=1, hidden=32, negatives=8, epochs=1,
+        max_impressions=3000, max_targets=3000, batch_size=256, patience=0, dropout=0.0,
+    )  # fmt: skip
+    return RankerConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
+    """A ranker trained (one short epoch) over the 128-d BPR-MF's item embeddings."""
+    from trainer.data.loaders import load_dataset
+    from trainer.models.base import load_checkpoint
+    from trainer.models.ranker import Ranker, save_ranker
+
+    data = split_dataset(load_dataset(dataset))
+    retrieval = load_checkpoint(checkpoints["bprmf"]).model
+    torch.manual_seed(0)
+    ranker = Ranker(tiny_ranker_config(), retrieval.item_embeddings())
+    report = ranker.fit(data, progress=False)
+    path = tmp_path_factory.mktemp("ranker") / "ranker.pt"
+    return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])

@@ -1,0 +1,180 @@
+"""Exporting the middle-stage ranker (trainer.models.ranker) beside a retrieval export.
+
+The ranker is trained over the retrieval model's item embeddings (frozen, L2-normalised) and
+Vespa feeds it those embeddings as ``cand`` (``attribute(embedding)``, fed normalised). So a
+ranker is exported together with the retrieval checkpoint whose product embeddings it was trained
+on, and the export refuses a pair whose tables differ: Vespa would score other vectors than the
+ranker saw in training.
+
+Two self-contained ONNX files (docs/ranker.md, vespa-subset.md §9):
+
+- ``history_encoder.onnx``: ``hist`` int64 (B, L <= history_len) ``item_idx + 1`` newest first,
+  0-padded, ``ctx`` float32 (B, 16) [, ``hist_<feature>`` int64 (B, L)] -> ``user_state`` (B, 64);
+- ``ranker.onnx``: ``user_state`` float32 (B, 64), ``cand`` float32 (B, C) -> ``score`` (B, 1).
+
+``hist`` stays int64: the profile's ``query(hist)`` is ``tensor<float>`` and Vespa (like the
+embedded engine) converts the cells to the model's input type when it feeds the model.
+
+Parity runs on real requests of the dataset (users' actual newest histories and the context of
+their next request, the inputs :meth:`Ranker.request` builds for scoring) at batch sizes 1 and 64
+and history lengths 1, 37 and history_len.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.export import USER_STAGE, Loaded, validation_metrics
+from model_export.manifest import ExportError, OnnxEntry, describe_onnx, sha256
+from model_export.parity import BATCH_SIZES, ParityResult, lengths_for
+
+HISTORY_ENCODER, RANKER = "history_encoder", "ranker"
+TABLE_TOLERANCE = 1e-5  # ranker item table vs the export's normalised product embeddings
+
+
+@dataclass
+class LoadedRanker:
+    path: Path
+    ranker: Any  # trainer.models.ranker.Ranker
+    extra: dict[str, Any]
+
+
+def load(path: Path) -> LoadedRanker:
+    import torch
+
+    from trainer.models.ranker import load_ranker
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ranker checkpoint not found: {path}")
+    try:
+        ranker = load_ranker(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{path}: {error}") from None
+    extra = torch.load(path, map_location="cpu", weights_only=False).get("extra") or {}
+    return LoadedRanker(path, ranker, dict(extra))
+
+
+def check_items(ranked: LoadedRanker, items: np.ndarray, source: Path) -> None:
+    """The ranker's item table must be the export's product embeddings, L2-normalised."""
+    table = ranked.ranker.item_vectors.numpy()
+    if table.shape != items.shape:
+        raise ExportError(
+            f"ranker {ranked.path}: item table {list(table.shape)}; "
+            f"retrieval checkpoint {source}: product embeddings {list(items.shape)}"
+        )
+    norms = np.linalg.norm(items, axis=1, keepdims=True)
+    expected = items / np.where(norms > 0, norms, 1.0)
+    diff = float(np.abs(table - expected).max()) if table.size else 0.0
+    if diff > TABLE_TOLERANCE:
+        raise ExportError(
+            f"ranker {ranked.path}: item table differs from the normalised product embeddings "
+            f"of {source} by {diff:.2e} (> {TABLE_TOLERANCE:g}); "
+            "was the ranker trained on another retrieval model?"
+        )
+
+
+def export(ranked: LoadedRanker, out: Path) -> tuple[list[OnnxEntry], dict[str, Any]]:
+    """Write both ONNX files; returns their manifest entries and the manifest's ranker section."""
+    from trainer.models.ranker import export_candidate_scorer, export_history_encoder
+
+    ranker, out = ranked.ranker, Path(out)
+    config = ranker.config
+    length = int(config.history_len)
+    encoder = export_history_encoder(ranker, out / f"{HISTORY_ENCODER}.onnx")
+    scorer = export_candidate_scorer(ranker, out / f"{RANKER}.onnx")
+    hist_limits = {"hist": [None, length]}
+    hist_limits.update({f"hist_{n}": [None, length] for n in config.history_features})
+    entries = [
+        dataclasses.replace(
+            describe_onnx(
+                encoder,
+                HISTORY_ENCODER,
+                out,
+                "query-only: recent history (item_idx + 1, newest first, 0-padded) and "
+                "request context -> user_state",
+            ),
+            limits=hist_limits,
+        ),
+        describe_onnx(scorer, RANKER, out, "per hit: user_state and candidate -> score"),
+    ]
+    section = {
+        "source_checkpoint": {"path": str(ranked.path.resolve()), "sha256": sha256(ranked.path)},
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=list)),
+        "history_length": length,
+        "state_dim": int(config.state_dim),
+        "cand_dim": int(ranker.cand_dim),
+        "hist_offset": 1,  # hist = recent_item_idx + 1 (model_export.query.ranking_inputs)
+        # The selected epoch's validation figures, when the checkpoint carries its fit report.
+        "metrics": validation_metrics(ranked.extra),
+    }
+    return entries, section
+
+
+def real_requests(loaded: Loaded, ranked: LoadedRanker, batch: int, seed: int) -> Any:
+    """``batch`` real users with history: their newest events and next-request context."""
+    ranker, data = ranked.ranker, loaded.data
+    everyone = np.arange(data.num_users)
+    probe = ranker.request(data, USER_STAGE, everyone, np.zeros((data.num_users, 1), np.int64))
+    with_history = np.flatnonzero((probe.hist > 0).any(axis=1))
+    if len(with_history) == 0:
+        raise ExportError("ranker parity: no user has any history in the dataset")
+    rng = np.random.default_rng(seed)
+    users = rng.choice(with_history, size=batch, replace=len(with_history) < batch)
+    samples = probe.take(users)
+    # A real candidate per row: the product of the user's newest event.
+    items = np.maximum(samples.hist[:, :1] - 1, 0)
+    return dataclasses.replace(samples, items=items)
+
+
+def check_parity(loaded: Loaded, ranked: LoadedRanker, folder: Path) -> list[ParityResult]:
+    import onnxruntime as ort
+
+    from trainer.models.ranker import (
+        CONTEXT_INPUT,
+        HISTORY_INPUT,
+        reference_score,
+        reference_user_state,
+    )
+
+    ranker = ranked.ranker
+    if ranker.config.cand_features and ranker.cand_table is None:
+        ranker.bind(loaded.data)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = {
+        name: ort.InferenceSession(
+            str(Path(folder) / f"{name}.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        for name in (HISTORY_ENCODER, RANKER)
+    }
+    results = []
+    for batch in BATCH_SIZES:
+        samples = real_requests(loaded, ranked, batch, seed=batch)
+        for length in lengths_for(ranker.config.history_len):
+            inputs = {
+                HISTORY_INPUT: np.ascontiguousarray(samples.hist[:, :length], dtype=np.int64),
+                CONTEXT_INPUT: np.ascontiguousarray(samples.ctx, dtype=np.float32),
+            }
+            for name in ranker.config.history_features:
+                codes = samples.features[name][:, :length]
+                inputs[f"hist_{name}"] = np.ascontiguousarray(codes, dtype=np.int64)
+            got = sessions[HISTORY_ENCODER].run(None, inputs)[0]
+            state = reference_user_state(ranker, inputs)
+            results.append(ParityResult(HISTORY_ENCODER, batch, length, _diff(got, state)))
+            cand = ranker.cand_vectors(samples.items, samples.now)[:, 0].numpy()
+            feed = {"user_state": state, "cand": np.ascontiguousarray(cand, dtype=np.float32)}
+            got = sessions[RANKER].run(None, feed)[0]
+            want = reference_score(ranker, state, feed["cand"])
+            results.append(ParityResult(RANKER, batch, length, _diff(got, want)))
+    return results
+
+
+def _diff(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
