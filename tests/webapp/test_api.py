@@ -1,0 +1,198 @@
+"""The JSON API through Flask's test client, against the embedded engine serving the tiny
+marketplace (tests/webapp/conftest.py)."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from tests.webapp.conftest import close_app, make_app
+from trainer.data.loaders import load_dataset
+
+
+@pytest.fixture(scope="module")
+def market(built):
+    return load_dataset(built.dataset)
+
+
+def _active_user(client, market) -> str:
+    for user_id in market.users["user_id"]:
+        body = client.get(f"/api/recommendations?user_id={user_id}&k=5").get_json()
+        if body["strategy"] == "personalized":
+            return user_id
+    raise AssertionError("no personalized user in the tiny marketplace")
+
+
+def test_recommendations_with_context(client, market):
+    user_id = _active_user(client, market)
+    response = client.get(
+        f"/api/recommendations?user_id={user_id}&k=50&hour=20&device=desktop&location=north"
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["strategy"] == "personalized" and body["degraded"] is None
+    assert len(body["items"]) == 50
+    assert [item["position"] for item in body["items"]] == list(range(1, 51))
+    first = body["items"][0]
+    assert set(first["explanation"]) == {"scores", "source", "rules", "supported_by"}
+    assert first["explanation"]["source"] == "ann"
+    assert body["summary"]["context"]["device"] == "desktop"
+    assert {"user_lookup", "retrieve_and_rank", "rerank", "total"} <= set(body["latency_ms"])
+    # No seller above the configured share of the top 50.
+    reranker = client.application.config["PIPELINE"].reranker
+    cap = max(1, math.floor(reranker.rules.diversity.max_share * 50))
+    assert max(Counter(item["seller_id"] for item in body["items"]).values()) <= cap
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("", "user_id"),
+        ("user_id=u001&k=0", "k"),
+        ("user_id=u001&k=ten", "k"),
+        ("user_id=u001&k=100000", "k"),
+        ("user_id=u001&hour=24", "hour"),
+        ("user_id=u001&hour=-1", "hour"),
+        ("user_id=u001&device=toaster", "device"),
+        ("user_id=a,b", "user_id"),
+    ],
+)
+def test_bad_parameters_are_400_naming_them(client, query, parameter):
+    response = client.get(f"/api/recommendations?{query}")
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["parameter"] == parameter and body["error"].startswith(f"{parameter}:")
+
+
+def test_similar_and_unknown_product(client, market):
+    product_id = market.products.loc[market.products["in_stock"], "product_id"].iloc[0]
+    response = client.get(f"/api/similar/{product_id}?k=8")
+    assert response.status_code == 200
+    items = response.get_json()["items"]
+    assert len(items) == 8 and product_id not in [i["product_id"] for i in items]
+    missing = client.get("/api/similar/no-such-product")
+    assert missing.status_code == 404
+    assert missing.get_json()["product_id"] == "no-such-product"
+    assert client.get(f"/api/similar/{product_id}?k=0").status_code == 400
+    assert client.get("/api/nothing-here").status_code == 404  # JSON, not an HTML page
+    assert client.get("/api/nothing-here").get_json()["status"] == 404
+
+
+def test_sellers(client, market):
+    user_id = _active_user(client, market)
+    body = client.get(f"/api/sellers?user_id={user_id}&k=3").get_json()
+    assert 1 <= len(body["sellers"]) <= 3
+    assert "no seller embeddings" in body["method"]
+    assert client.get("/api/sellers").status_code == 400
+
+
+def test_purchase_event_is_stored_and_changes_the_next_response(client, app, market):
+    user_id = _active_user(client, market)
+    before = client.get(f"/api/recommendations?user_id={user_id}").get_json()
+    bought = before["items"][0]["product_id"]
+    event = {
+        "user_id": user_id,
+        "product_id": bought,
+        "event_type": "purchase",
+        "context": {"hour": 9, "device": "mobile"},
+    }
+    response = client.post("/api/events", json=event)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["stored"] and body["history_updated"]
+    assert body["recent_product_ids"][0] == bought
+    # Durable: the row is in the SQLite file (WAL mode), read by a separate connection.
+    db = sqlite3.connect(app.config["EVENT_STORE"].path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = db.execute(
+        "SELECT user_id, product_id, event_type, hour, device FROM events WHERE event_id = ?",
+        (body["event_id"],),
+    ).fetchall()
+    db.close()
+    assert rows == [(user_id, bought, "purchase", 9, "mobile")]
+    after = client.get(f"/api/recommendations?user_id={user_id}").get_json()
+    assert bought not in [item["product_id"] for item in after["items"]]
+    assert after["items"] != before["items"]
+
+
+def test_impressions_are_logged_but_not_history(client, app, market):
+    product_id = market.products["product_id"].iloc[3]
+    response = client.post(
+        "/api/events",
+        json={"user_id": "imp-user", "product_id": product_id, "event_type": "impression"},
+    )
+    assert response.status_code == 201 and not response.get_json()["history_updated"]
+    events = app.config["EVENT_STORE"].events("imp-user")
+    assert [e["event_type"] for e in events] == ["impression"]
+    seller = market.products.set_index("product_id").loc[product_id, "seller_id"]
+    assert events[0]["seller_id"] == seller
+    assert app.config["EVENT_STORE"].seller_exposure() == {seller: 1.0}
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter"),
+    [
+        ({"product_id": "p001", "event_type": "click"}, "user_id"),
+        ({"user_id": "u1", "event_type": "click"}, "product_id"),
+        ({"user_id": "u1", "product_id": "p001", "event_type": "like"}, "event_type"),
+        ({"user_id": "u1", "product_id": "p001", "event_type": "click", "x": 1}, "x"),
+        ({"user_id": 5, "product_id": "p001", "event_type": "click"}, "user_id"),
+        (
+            {"user_id": "u1", "product_id": "p001", "event_type": "click", "context": {"hour": 30}},
+            "context.hour",
+        ),
+        ([1, 2], "body"),
+    ],
+)
+def test_bad_events_are_400_and_not_stored(client, app, body, parameter):
+    response = client.post("/api/events", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["parameter"] == parameter
+    assert app.config["EVENT_STORE"].events("u1") == []
+
+
+def test_event_for_unknown_product_is_404_and_not_stored(client, app):
+    event = {"user_id": "u404", "product_id": "nope", "event_type": "click"}
+    response = client.post("/api/events", json=event)
+    assert response.status_code == 404
+    assert app.config["EVENT_STORE"].events("u404") == []
+
+
+def test_unknown_user_gets_cold_start(client, market):
+    category = market.products["category_id"].value_counts().index[0]
+    response = client.get(f"/api/recommendations?user_id=brand-new&k=12&browsed={category}")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["strategy"] == "cold_start" and len(body["items"]) == 12
+    assert any(category in item["category_path"] for item in body["items"])
+
+
+def test_broken_ranking_profile_degrades_not_500(engine, built, tmp_path, market):
+    app = make_app(engine, built, tmp_path, RANKING_PROFILE="no_such_profile")
+    client = app.test_client()
+    user_id = _active_user(client, market)
+    response = client.get(f"/api/recommendations?user_id={user_id}&k=20")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["degraded"].startswith("ranker unavailable:")
+    assert len(body["items"]) == 20 and body["summary"]["score_source"] == "retrieval"
+    close_app(app)
+
+
+def test_vespa_down_is_503_not_500(built, tmp_path):
+    from webapp import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "VESPA_URL": "http://127.0.0.1:9",
+            "VESPA_TIMEOUT": 0.5,
+            "EVENTS_DB": str(tmp_path / "e.sqlite3"),
+        }
+    )
+    response = app.test_client().get("/api/recommendations?user_id=u1")
+    assert response.status_code == 503 and "127.0.0.1:9" in response.get_json()["error"]
+    close_app(app)

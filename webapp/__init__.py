@@ -1,0 +1,100 @@
+"""Stage 4: the Flask JSON API over the vespa_app client (webapp/README.md).
+
+``create_app(test_config=None)`` is the application factory: configuration from the environment
+(or ``test_config``), the Vespa client and the pipeline built from it unless injected through
+``VESPA_CLIENT`` / ``PIPELINE`` (tests point them at the embedded engine).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+DEFAULTS: dict[str, Any] = {
+    "VESPA_URL": "http://127.0.0.1:8080",
+    "VESPA_TIMEOUT": 2.0,  # seconds, per Vespa request
+    "RULES_FILE": None,  # re-ranking rules TOML; None = vespa_app/client/rerank/rules.toml
+    "EVENTS_DB": None,  # SQLite file; None = <instance path>/events.sqlite3
+    "EXPORT_DIR": None,  # model export folder: product_ids.json gives item_idx for history
+    "LOCATIONS": (),  # the training data's sorted location names (ctx location codes)
+    "TARGET_HITS": 10_000,
+    "RANKING_PROFILE": "ranking",
+    "EXCLUDED_CATEGORIES": (),
+    "MAX_K": 200,
+}
+
+# Environment variable -> config key; read at app creation.
+ENVIRONMENT = {
+    "VESPA_URL": "VESPA_URL",
+    "VESPA_TIMEOUT": "VESPA_TIMEOUT",
+    "RERANK_RULES": "RULES_FILE",
+    "EVENTS_DB": "EVENTS_DB",
+    "MODEL_EXPORT_DIR": "EXPORT_DIR",
+    "LOCATIONS": "LOCATIONS",
+    "EXCLUDED_CATEGORIES": "EXCLUDED_CATEGORIES",
+}
+
+
+def _from_environment() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for env, key in ENVIRONMENT.items():
+        value = os.environ.get(env)
+        if value is None or value == "":
+            continue
+        if key == "VESPA_TIMEOUT":
+            out[key] = float(value)
+        elif key in ("LOCATIONS", "EXCLUDED_CATEGORIES"):
+            out[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        else:
+            out[key] = value
+    return out
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    from vespa_app.client.pipeline import PipelineConfig, RecommendationPipeline, load_item_index
+    from vespa_app.client.rerank import Reranker
+    from vespa_app.client.vespa import VespaClient
+    from webapp.api import bp
+    from webapp.events import EventStore
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    # No sessions or forms in the JSON API yet; a per-process random key keeps Flask's signing
+    # safe when SECRET_KEY is not set.
+    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+    app.config["DEBUG"] = False
+    app.config.update(_from_environment())
+    if test_config:
+        app.config.update(test_config)
+
+    if app.config.get("PIPELINE") is None:
+        client = app.config.get("VESPA_CLIENT") or VespaClient(
+            app.config["VESPA_URL"], timeout=float(app.config["VESPA_TIMEOUT"])
+        )
+        rules = app.config["RULES_FILE"]
+        reranker = Reranker.from_file(rules) if rules else Reranker()
+        export = app.config["EXPORT_DIR"]
+        config = PipelineConfig(
+            target_hits=int(app.config["TARGET_HITS"]),
+            ranking_profile=app.config["RANKING_PROFILE"],
+            locations=tuple(app.config["LOCATIONS"]),
+            excluded_categories=tuple(app.config["EXCLUDED_CATEGORIES"]),
+        )
+        item_index = load_item_index(export) if export else None
+        app.config["PIPELINE"] = RecommendationPipeline(client, reranker, config, item_index)
+    if app.config.get("EVENT_STORE") is None:
+        path = app.config["EVENTS_DB"] or Path(app.instance_path) / "events.sqlite3"
+        app.config["EVENT_STORE"] = EventStore(path)
+
+    app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):  # JSON errors everywhere, not HTML pages
+        return jsonify(error=e.description, status=e.code), e.code
+
+    return app
