@@ -121,6 +121,12 @@ def main() -> None:
         "--budget", type=float, default=180.0, help="seconds of training steps per model"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
+    parser.add_argument(
+        "--results",
+        default="graph_models",
+        help="name of the results file (benchmarks/results/NAME.json); a partial rerun can keep "
+        "the full table's file",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -141,7 +147,9 @@ def main() -> None:
         for name in models:
             logging.info("== %s on %s", name, dataset)
             rows[name] = run_model(name, data, args.budget, args.threads)
-            write_results("graph_models", results)  # partial results survive an interruption
+            write_results(
+                args.results, results, module="graph_models"
+            )  # partial results survive an interruption
         print(f"\n{dataset}: {data.num_users} users, {data.num_items} items, test stage")
         table = {name: {key: row[key] for key in SHOWN if key in row} for name, row in rows.items()}
         print(format_table(table, models_as_rows=True, keys=list(SHOWN)))
@@ -151,7 +159,7 @@ def main() -> None:
             f"users with new-item targets: {max(slices.values()):.0f}"
         )
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    path = write_results("graph_models", results)
+    path = write_results(args.results, results, module="graph_models")
     print(f"\nwrote {path}")
 
 

@@ -73,6 +73,10 @@ class HeteroGNNConfig:
     # positive event types, per-event relations made a GraphSAGE epoch ~2x slower (10 convs
     # per layer instead of 4).
     merge_events: bool = True
+    # Share of a batch's products that lose every incoming user edge (DropoutNet-style cold-start
+    # simulation): products with no interactions yet are embedded from catalogue features alone,
+    # and without this the model never sees such a product as a positive, so they never rank.
+    cold_item_rate: float = 0.0
     price_buckets: int = 10
     epochs: int = 30
     eval_every: int = 1
@@ -90,6 +94,8 @@ class HeteroGNNConfig:
             raise ValueError(
                 f"{name}: fanouts needs one entry per layer ({self.layers}), got {self.fanouts}"
             )
+        if not 0.0 <= self.cold_item_rate < 1.0:
+            raise ValueError(f"{name}: cold_item_rate must be in [0, 1), got {self.cold_item_rate}")
         if self.num_negatives < 1:
             raise ValueError(f"{name}: num_negatives must be >= 1, got {self.num_negatives}")
         for event in self.event_types or ():
@@ -299,13 +305,17 @@ class HeteroGNNRecommender(Recommender):
         user_ids, product_ids = batch["user"].n_id, batch["product"].n_id
         num_items = np.int64(self.num_items)
         target_keys = user_ids[users] * num_items + product_ids[positives]
+        cold = torch.rand(len(product_ids)) < self.config.cold_item_rate  # (P,) local rows
         edges = {}
         for edge_type in batch.edge_types:
             index = batch[edge_type].edge_index
             if edge_type in interaction_types and index.numel():
                 user_side = 0 if edge_type[0] == "user" else 1
                 keys = user_ids[index[user_side]] * num_items + product_ids[index[1 - user_side]]
-                index = index[:, ~torch.isin(keys, target_keys)]
+                keep = ~torch.isin(keys, target_keys)
+                if user_side == 0:  # user -> product: cold products hear nothing from users
+                    keep &= ~cold[index[1]]
+                index = index[:, keep]
             edges[edge_type] = index
         n_id = {key: batch[key].n_id for key in ("user", "product", "category", "seller")}
         out = self.net(self.features, n_id, edges)

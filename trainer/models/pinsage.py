@@ -24,6 +24,7 @@ Ying et al., "Graph Convolutional Neural Networks for Web-Scale Recommender Syst
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,10 @@ from trainer.graph.features import FeatureEncoder, ProductFeatures, recent_histo
 from trainer.graph.sampling import WALK, PinSAGESampler, WalkNodeLoader
 from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport, register
+from trainer.models.baselines.common import is_better, validation_metrics
 from trainer.models.training import EpochHooks, torch_threads, train_epochs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class PinSAGEConfig:
     hard_low: int = 50  # hard negatives come from similarity ranks [hard_low, hard_high)
     hard_high: int = 500
     history_len: int = 20  # recent items averaged into a user vector
+    # Popularity prior for short histories: score = cos(u, i) + w / (1 + n_u) * pop(i), with
+    # pop(i) = log(1 + positive events of i in the stage's history) scaled to [0, 1] and n_u the
+    # user's distinct history items. A mean of one or two item vectors says little about a user,
+    # and then popularity is the best evidence there is. w is picked on validation NDCG after
+    # training from ``prior_grid`` (0 keeps pure similarity).
+    prior_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
     event_types: tuple[str, ...] | None = None  # walk relations; None: positive events
     price_buckets: int = 10
     epochs: int = 20
@@ -146,7 +156,9 @@ class PinSAGE(Recommender):
         self.event_types: tuple[str, ...] = ()
         self._items: Tensor | None = None  # (I, D) L2-normalised
         self._fallback: Tensor | None = None  # (D,) the vector of a user with no history
-        self._users: tuple[InteractionData, str, Tensor] | None = None
+        # (data, stage, (user table (U, D), prior share (U,), popularity (I,)))
+        self._users: tuple[InteractionData, str, tuple[Tensor, Tensor, Tensor]] | None = None
+        self._prior_weight = 0.0  # w of the popularity prior; chosen after training
 
     @classmethod
     def test_config(cls) -> PinSAGEConfig:
@@ -251,7 +263,30 @@ class PinSAGE(Recommender):
             restore=lambda state: self.net.load_state_dict(state),
         )
         refresh()  # hard negatives of epoch 2 need a table; epoch 1 uses none
-        return train_epochs(self.name, config, data, hooks)
+        report = train_epochs(self.name, config, data, hooks)
+        self._prior_weight = self._select_prior(data)
+        return report
+
+    def _select_prior(self, data: InteractionData) -> float:
+        """The ``prior_grid`` weight with the best validation NDCG@valid_k (0 if no targets)."""
+        best_weight, best_value = 0.0, None
+        for weight in self.config.prior_grid:
+            self._prior_weight = weight
+            with torch.no_grad():
+                metrics = validation_metrics(
+                    lambda users: self.score(data, "valid", users),
+                    data,
+                    k=self.config.valid_k,
+                    max_users=self.config.valid_users,
+                    seed=self.config.seed,
+                )
+            if metrics is None:
+                return 0.0
+            value = metrics[f"NDCG@{self.config.valid_k}"]
+            if is_better(value, best_value):
+                best_weight, best_value = weight, value
+        log.info("pinsage: popularity prior weight %.2f (valid NDCG %.4f)", best_weight, best_value)
+        return best_weight
 
     @torch.no_grad()
     def hard_band(self, chunk: int = 2048) -> Tensor:
@@ -366,18 +401,26 @@ class PinSAGE(Recommender):
         )
         table = F.normalize(sums, dim=1)
         table[torch.from_numpy(counts == 0)] = self._fallback
-        self._users = (data, stage, table)
-        return table
+        events = data.positives(data.history(stage))["item_idx"].to_numpy()
+        pop = torch.from_numpy(np.log1p(np.bincount(events, minlength=data.num_items)))
+        pop = (pop / pop.max().clamp(min=1e-12)).float()  # (I,) in [0, 1]
+        shrink = torch.from_numpy(1.0 / (1.0 + counts)).float()  # (U,) prior share
+        self._users = (data, stage, (table, shrink, pop))
+        return self._users[2]
 
     def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> Tensor:
-        table = self._user_table(data, stage)
-        return table[torch.as_tensor(np.asarray(users), dtype=torch.long)] @ self._items.T
+        table, shrink, pop = self._user_table(data, stage)
+        rows = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        scores = table[rows] @ self._items.T
+        if self._prior_weight > 0:
+            scores += (self._prior_weight * shrink[rows])[:, None] * pop[None, :]
+        return scores
 
     def item_embeddings(self) -> Tensor:
         return self._require().clone()
 
     def user_embeddings(self, data: InteractionData, stage: Stage) -> Tensor:
-        return self._user_table(data, stage).clone()
+        return self._user_table(data, stage)[0].clone()
 
     # Persistence ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -389,6 +432,7 @@ class PinSAGE(Recommender):
             "event_types": list(self.event_types),
             "items": items.clone(),
             "fallback": self._fallback.clone(),
+            "prior_weight": self._prior_weight,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -408,4 +452,5 @@ class PinSAGE(Recommender):
         self.net.load_state_dict(state["net"])
         self._items = state["items"].clone()
         self._fallback = state["fallback"].clone()
+        self._prior_weight = float(state.get("prior_weight", 0.0))  # older checkpoints: none
         self._users = None

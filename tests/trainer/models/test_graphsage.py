@@ -70,3 +70,49 @@ def test_config_is_checked():
         GraphSAGE(GraphSAGEConfig(event_types=("view",)), 2, 2)
     with pytest.raises(RuntimeError, match="not trained"):
         GraphSAGE(GraphSAGEConfig(), 2, 2).item_embeddings()
+
+
+def test_cold_item_rate_is_checked():
+    with pytest.raises(ValueError, match="cold_item_rate must be in"):
+        GraphSAGE(GraphSAGEConfig(cold_item_rate=1.0), 2, 2)
+
+
+def test_cold_items_hear_nothing_from_users_in_a_training_step(planted):
+    """With cold_item_rate near 1 every product of a batch loses its incoming user edges, so
+    the step must see no user->product edge at all (the products' feature-only path is trained);
+    product->user edges stay, users are still described by their products."""
+    model = GraphSAGE(GraphSAGEConfig(dim=8, fanouts=(5, 5), cold_item_rate=0.999999), 1, 1)
+    model.num_users, model.num_items = planted.num_users, planted.num_items
+    model.event_types = tuple(planted.info.positive_events)
+    view, model.features = model.graph(planted, "valid")
+    model._build_net()
+    seen: dict = {}
+    original = model.net.forward
+
+    def spy(features, n_id, edges):
+        seen.update({key: value.shape[1] for key, value in edges.items()})
+        return original(features, n_id, edges)
+
+    model.net.forward = spy
+    from trainer.graph import torch_geometric
+    from trainer.graph.sampling import HeteroNeighborSampler
+
+    pairs = planted.train_matrix().tocoo()
+    label = torch.from_numpy(np.stack([pairs.row, pairs.col]).astype(np.int64))
+    relation = next(t for t in model.relations() if t[0] == "user")
+    loader = torch_geometric.loader.LinkLoader(
+        view,
+        HeteroNeighborSampler(view, [5, 5], seed=0),
+        edge_label_index=(relation, label),
+        neg_sampling=torch_geometric.sampler.NegativeSampling("triplet", amount=1),
+        batch_size=32,
+    )
+    batch = next(iter(loader))
+    interactions = [t for t in view.edge_types if "user" in (t[0], t[2])]
+    optimizer = torch.optim.Adam(model.net.parameters())
+    torch.manual_seed(0)
+    model._train_step(batch, interactions, optimizer)
+    user_to_product = [t for t in interactions if t[0] == "user"]
+    product_to_user = [t for t in interactions if t[0] == "product"]
+    assert all(seen[t] == 0 for t in user_to_product)
+    assert sum(seen[t] for t in product_to_user) > 0

@@ -97,3 +97,34 @@ def test_config_is_checked():
         PinSAGEConfig(hard_low=10, hard_high=5)
     with pytest.raises(RuntimeError, match="not trained"):
         PinSAGE(PinSAGEConfig(), 2, 2).item_embeddings()
+
+
+def test_popularity_prior_adds_a_shrunk_popularity_term(model, planted):
+    """score = cos(u, i) + w / (1 + n_u) * log1p(count_i) / max log1p(count)."""
+    users = np.arange(planted.num_users)
+    weight = model._prior_weight
+    try:
+        model._prior_weight = 0.0
+        plain = model.score(planted, "test", users)
+        model._prior_weight = 0.5
+        with_prior = model.score(planted, "test", users)
+    finally:
+        model._prior_weight = weight
+    events = planted.positives(planted.history("test"))
+    counts = np.bincount(events["item_idx"].to_numpy(), minlength=planted.num_items)
+    pop = np.log1p(counts) / np.log1p(counts).max()
+    distinct = events.drop_duplicates(["user_idx", "item_idx"]).groupby("user_idx").size()
+    n = np.minimum(distinct.reindex(users, fill_value=0).to_numpy(), CONFIG.history_len)
+    expected = plain.numpy() + 0.5 / (1.0 + n)[:, None] * pop[None, :]
+    np.testing.assert_allclose(with_prior.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_prior_weight_is_chosen_from_the_grid_and_kept_in_checkpoints(model, planted):
+    assert model._prior_weight in CONFIG.prior_grid
+    clone = PinSAGE(CONFIG, planted.num_users, planted.num_items)
+    state = model.state_dict()
+    clone.load_state_dict({**state, "prior_weight": 0.4})
+    assert clone._prior_weight == 0.4
+    legacy = {key: value for key, value in state.items() if key != "prior_weight"}
+    clone.load_state_dict(legacy)
+    assert clone._prior_weight == 0.0
