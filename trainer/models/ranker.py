@@ -56,6 +56,7 @@ from trainer.ranking.samples import (
     impression_samples,
     next_item_samples,
     request_samples,
+    stage_target_samples,
 )
 
 STATE_DIM = 64  # user_state float[1][64] of §9
@@ -96,6 +97,16 @@ class RankerConfig:
     valid_candidates: int = 100  # re-rank this many retrieval candidates in validation
     time_budget: float = 0.0  # seconds of training; 0 = no limit
     seed: int = 0
+    # Residual on retrieval (used when the Ranker is given the retrieval user embeddings): the
+    # score is scorer(user_state, cand) + w * cos(retrieval user, candidate), w learned from
+    # this start value (or fixed). The scorer starts at zero, so an untrained ranker keeps the
+    # retrieval (cosine) order; serving adds w * cos in the global phase (docs/ranker.md).
+    retrieval_weight: float = 10.0
+    learn_retrieval_weight: bool = True
+    # Where next-item targets come from: "train" (training events, history before each) or
+    # "valid" (the validation targets, which retrieval never saw: the re-ranking task itself;
+    # the valid_users that select the epoch are left out of training).
+    target_stage: str = "train"
 
     def __post_init__(self) -> None:
         bad = [n for n in self.history_features if n not in HISTORY_FEATURES]
@@ -106,6 +117,8 @@ class RankerConfig:
             raise ValueError(f"ranker: unknown cand feature {bad[0]!r} ({CAND_FEATURES})")
         if self.history_len < 1 or self.negatives < 1 or self.location_buckets < 3:
             raise ValueError("ranker: history_len, negatives >= 1 and location_buckets >= 3")
+        if self.target_stage not in ("train", "valid"):
+            raise ValueError(f"ranker: target_stage {self.target_stage!r} (train or valid)")
         if self.dim % self.heads:
             raise ValueError(f"ranker: dim {self.dim} not divisible by heads {self.heads}")
 
@@ -171,7 +184,7 @@ class HistoryEncoder(nn.Module):
 class CandidateScorer(nn.Module):
     """(user_state (..., S), cand (..., C)) -> score (..., 1)."""
 
-    def __init__(self, config: RankerConfig, cand_dim: int):
+    def __init__(self, config: RankerConfig, cand_dim: int, start_at_zero: bool = False):
         super().__init__()
         self.cand_proj = nn.Linear(cand_dim, config.state_dim)
         self.mlp = nn.Sequential(
@@ -180,6 +193,12 @@ class CandidateScorer(nn.Module):
             nn.Linear(config.hidden, 1),
         )
         self.apply(_init_weights)
+        if start_at_zero:
+            # cand_proj = 0 and the last layer = 0: the score is 0 for every candidate, so a
+            # residual ranker starts exactly at retrieval order; gradients still reach both.
+            for layer in (self.cand_proj, self.mlp[-1]):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, user_state: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         c = self.cand_proj(cand)  # (..., S)
@@ -193,18 +212,57 @@ def normalise(vectors: torch.Tensor) -> torch.Tensor:
 
 
 class Ranker:
-    """History encoder + candidate scorer over frozen retrieval item embeddings."""
+    """History encoder + candidate scorer over frozen retrieval item embeddings.
+
+    With ``user_embeddings`` (the retrieval model's, frozen) the ranker is a residual on
+    retrieval: score = scorer output + w * cos(user, candidate), the cosine Vespa's
+    prenormalized-angular ``closeness`` is built from (cos = 2 - 1 / closeness)."""
 
     def __init__(
-        self, config: RankerConfig, item_embeddings: torch.Tensor, normalised: bool = False
+        self,
+        config: RankerConfig,
+        item_embeddings: torch.Tensor,
+        normalised: bool = False,
+        user_embeddings: torch.Tensor | None = None,
     ):
         self.config = config
         # (N, E); a checkpoint stores them normalised already (normalising again moves bits).
         self.item_vectors = item_embeddings.float() if normalised else normalise(item_embeddings)
         self.num_items = self.item_vectors.shape[0]
+        self.user_vectors: torch.Tensor | None = None
+        if user_embeddings is not None:
+            if user_embeddings.shape[1] != self.item_vectors.shape[1]:
+                raise ValueError(
+                    f"ranker: user embeddings are {user_embeddings.shape[1]}-d, "
+                    f"item embeddings {self.item_vectors.shape[1]}-d"
+                )
+            users = user_embeddings.float()
+            self.user_vectors = users if normalised else normalise(users)
+        self.retrieval_weight = nn.Parameter(
+            torch.tensor(float(config.retrieval_weight)),
+            requires_grad=config.learn_retrieval_weight,
+        )
         self.encoder = HistoryEncoder(config, self.item_vectors)
-        self.scorer = CandidateScorer(config, self.cand_dim)
+        self.scorer = CandidateScorer(config, self.cand_dim, start_at_zero=self.residual)
         self.cand_table: CandidateFeatures | None = None
+
+    @property
+    def weight(self) -> float:
+        """w of the residual term (the global phase's constant)."""
+        return float(self.retrieval_weight.detach())
+
+    @property
+    def residual(self) -> bool:
+        """True when the score adds w * cos(retrieval user, candidate)."""
+        return self.user_vectors is not None
+
+    def retrieval_cosine(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        """(*items.shape) cosine of each user's retrieval vector and its candidates' vectors."""
+        if self.user_vectors is None:
+            raise RuntimeError("ranker: no retrieval user embeddings (not a residual ranker)")
+        users = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        u = self.user_vectors[users].reshape(len(users), *(1,) * (np.ndim(items) - 1), -1)
+        return (u * self.item_vectors[torch.as_tensor(items)]).sum(-1)
 
     @property
     def embedding_dim(self) -> int:
@@ -215,7 +273,10 @@ class Ranker:
         return self.embedding_dim + len(self.config.cand_features)
 
     def parameters(self):
-        return [*self.encoder.parameters(), *self.scorer.parameters()]
+        weight = (
+            [self.retrieval_weight] if self.residual and self.config.learn_retrieval_weight else []
+        )
+        return [*self.encoder.parameters(), *self.scorer.parameters(), *weight]
 
     def train_mode(self, on: bool) -> None:
         self.encoder.train(on)
@@ -256,7 +317,12 @@ class Ranker:
         state = self._encode(samples)  # (N, S)
         cand = self.cand_vectors(samples.items, samples.now)  # (N, G, C)
         groups = samples.items.shape[1]
-        return self.scorer(state[:, None].expand(-1, groups, -1), cand).squeeze(-1)
+        scores = self.scorer(state[:, None].expand(-1, groups, -1), cand).squeeze(-1)
+        if self.residual:
+            scores = scores + self.retrieval_weight * self.retrieval_cosine(
+                samples.users, samples.items
+            )
+        return scores
 
     # ----- scoring ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -268,7 +334,8 @@ class Ranker:
         items: np.ndarray,
         batch_size: int = 256,
     ) -> np.ndarray:
-        """(U, C) float32 scores of ``items`` (U, C) for ``users``, from their ``stage`` history."""
+        """(U, C) float32 scores of ``items`` (U, C) for ``users``, from their ``stage`` history
+        (for a residual ranker: scorer output + w * retrieval cosine, as the global phase)."""
         self.train_mode(False)
         if self.config.cand_features and self.cand_table is None:
             self.bind(data)
@@ -319,13 +386,21 @@ class Ranker:
         rng = np.random.default_rng(c.seed)
         index = HistoryIndex(history_events(data, data.train, c.history_events), c.location_buckets)
         feats = c.history_features
-        shown = impression_samples(
-            data, index, c.history_len, feats, c.impression_window, c.max_impressions, rng
-        )
-        nexts = next_item_samples(data, index, c.history_len, feats, c.max_targets, rng)
+        shown = None
+        if c.impression_weight > 0:
+            shown = impression_samples(
+                data, index, c.history_len, feats, c.impression_window, c.max_impressions, rng
+            )
+        valid = self._validation_set(data, candidates, rng)
+        if c.target_stage == "valid":
+            held_out = valid[0] if valid is not None else np.zeros(0, dtype=np.int64)
+            nexts = stage_target_samples(
+                data, "valid", index, c.history_len, feats, held_out, c.max_targets, rng
+            )
+        else:
+            nexts = next_item_samples(data, index, c.history_len, feats, c.max_targets, rng)
         if shown is None and nexts is None:
             raise ValueError("ranker: no training samples (no impressions and no next items)")
-        valid = self._validation_set(data, candidates, rng)
         optimizer = torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         n_next = len(nexts) if nexts is not None else 0
         n_shown = len(shown) if shown is not None else 0
@@ -430,11 +505,14 @@ class Ranker:
         return {
             "encoder": {k: v.clone() for k, v in self.encoder.state_dict().items()},
             "scorer": {k: v.clone() for k, v in self.scorer.state_dict().items()},
+            "retrieval_weight": float(self.retrieval_weight.detach()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
         self.scorer.load_state_dict(state["scorer"])
+        with torch.no_grad():
+            self.retrieval_weight.fill_(state.get("retrieval_weight", self.config.retrieval_weight))
 
 
 def save_ranker(ranker: Ranker, path: Path, **extra: Any) -> Path:
@@ -446,6 +524,7 @@ def save_ranker(ranker: Ranker, path: Path, **extra: Any) -> Path:
             "model": "ranker",
             "config": dataclasses.asdict(ranker.config),
             "item_vectors": ranker.item_vectors,
+            "user_vectors": ranker.user_vectors,
             "state": ranker.state_dict(),
             "extra": extra,
         },
@@ -462,7 +541,12 @@ def load_ranker(path: Path) -> Ranker:
     for key in ("history_features", "cand_features", "history_events"):
         if config.get(key) is not None:
             config[key] = tuple(config[key])
-    ranker = Ranker(RankerConfig(**config), raw["item_vectors"], normalised=True)
+    ranker = Ranker(
+        RankerConfig(**config),
+        raw["item_vectors"],
+        normalised=True,
+        user_embeddings=raw.get("user_vectors"),
+    )
     ranker.load_state_dict(raw["state"])
     ranker.train_mode(False)
     return ranker

@@ -190,6 +190,42 @@ def next_item_samples(
     )
 
 
+def stage_target_samples(
+    data: InteractionData,
+    stage: Stage,
+    index: HistoryIndex,
+    length: int,
+    features: tuple[str, ...],
+    exclude_users: np.ndarray,
+    limit: int,
+    rng: np.random.Generator,
+) -> Samples | None:
+    """The held-out targets of ``stage`` as next-item groups of one, with the history of
+    ``index`` (built over ``data.history(stage)``) before each target; users in
+    ``exclude_users`` are left out (they select the epoch). None if nothing is left.
+
+    These are the re-ranking task itself: retrieval never trained on them, so its score on them
+    is as informative as on test targets, unlike on training events it has fitted."""
+    targets = data.targets(stage)
+    targets = targets[~np.isin(targets["user_idx"].to_numpy(), exclude_users)]
+    if len(targets) > limit:
+        targets = targets.iloc[np.sort(rng.choice(len(targets), limit, replace=False))]
+    if not len(targets):
+        return None
+    users = targets["user_idx"].to_numpy(dtype=np.int64)
+    times = targets["timestamp"].to_numpy(dtype=np.int64)
+    hist, feats, gap = index.before(users, times, length, features)
+    return Samples(
+        hist=hist,
+        features=feats,
+        ctx=_context(targets, gap),
+        items=targets["item_idx"].to_numpy(dtype=np.int64)[:, None],
+        labels=np.ones((len(targets), 1), dtype=np.float32),
+        now=times,
+        users=users,
+    )
+
+
 def draw_negatives(
     targets: np.ndarray,
     users: np.ndarray,

@@ -221,3 +221,62 @@ def test_bad_configuration_is_named():
     ranker = Ranker(RankerConfig(), torch.randn(5, 4))
     with pytest.raises(ValueError, match="data has 300 items, the embeddings 5"):
         ranker.fit(split_dataset(generate("tiny", seed=0)))
+
+
+# ----- the residual on retrieval ----------------------------------------------------------------
+
+
+def _cosine_order(ranker, users, items):
+    cos = ranker.retrieval_cosine(users, items).numpy()
+    return np.take_along_axis(items, np.argsort(-cos, axis=1, kind="stable"), axis=1)
+
+
+def test_untrained_residual_ranker_keeps_retrieval_order(data, retrieval):
+    torch.manual_seed(0)
+    users = evaluation_users(data, "test")
+    user_vectors = retrieval.user_embeddings(data, "test")
+    ranker = Ranker(RankerConfig(), retrieval.item_embeddings(), user_embeddings=user_vectors)
+    candidates = retrieval.recommend(data, "test", users, 100).numpy()
+    scores = ranker.score_candidates(data, "test", users, candidates)
+    # The scorer starts at exactly 0, so the score is w * cos(retrieval user, candidate).
+    expected = ranker.config.retrieval_weight * ranker.retrieval_cosine(users, candidates).numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-6, rtol=0)
+    reranked = np.take_along_axis(candidates, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    np.testing.assert_array_equal(reranked, _cosine_order(ranker, users, candidates))
+    state = np.zeros((3, 64), np.float32)
+    cand = ranker.cand_vectors(np.arange(3), np.zeros(3)).numpy()
+    assert not reference_score(ranker, state + 1.0, cand).any()
+
+
+def test_residual_ranker_on_validation_targets_beats_retrieval_order(data, retrieval, tmp_path):
+    torch.manual_seed(0)
+    valid_candidates = retrieval.recommend(data, "valid", np.arange(data.num_users), 100).numpy()
+    config = RankerConfig(
+        epochs=3, patience=0, target_stage="valid", impression_weight=0.0, hard_share=1.0,
+        valid_users=len(evaluation_users(data, "valid")) // 3,
+    )  # fmt: skip
+    ranker = Ranker(
+        config, retrieval.item_embeddings(), user_embeddings=retrieval.user_embeddings(data, "test")
+    )
+    report = ranker.fit(data, valid_candidates, progress=False)
+    assert report["impression_samples"] == 0 and report["next_item_samples"] > 0
+    users = evaluation_users(data, "test")
+    candidates = retrieval.recommend(data, "test", users, 200).numpy()
+    result = rerank_evaluation(ranker, data, "test", users, candidates)
+    cosine = _cosine_order(ranker, users, candidates)
+    retrieval_only = rerank_evaluation(ranker, data, "test", users, cosine)["retrieval/NDCG@10"]
+    assert result["ranker/NDCG@10"] >= retrieval_only
+    # The learned weight travels with the checkpoint; scores round-trip exactly.
+    again = load_ranker(save_ranker(ranker, tmp_path / "residual.pt"))
+    assert again.residual and again.weight == ranker.weight
+    np.testing.assert_array_equal(
+        again.score_candidates(data, "test", users[:5], candidates[:5]),
+        ranker.score_candidates(data, "test", users[:5], candidates[:5]),
+    )
+
+
+def test_residual_configuration_errors_are_named(retrieval, data):
+    with pytest.raises(ValueError, match="target_stage 'test'"):
+        RankerConfig(target_stage="test")
+    with pytest.raises(ValueError, match="user embeddings are 4-d, item embeddings 128-d"):
+        Ranker(RankerConfig(), retrieval.item_embeddings(), user_embeddings=torch.randn(3, 4))
