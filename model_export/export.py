@@ -147,6 +147,7 @@ def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
         from model_export import ranker
 
         ranker.check_items(ranked, items, loaded.path)
+        ranker.check_users(ranked, users, loaded.path)
         entries, ranker_section = ranker.export(ranked, out)
         onnx_entries.extend(entries)
 

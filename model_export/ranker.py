@@ -6,6 +6,13 @@ ranker is exported together with the retrieval checkpoint whose product embeddin
 on, and the export refuses a pair whose tables differ: Vespa would score other vectors than the
 ranker saw in training.
 
+A residual ranker (``Ranker(..., user_embeddings=...)``, docs/ranker.md) also carries the
+retrieval model's user vectors: score = scorer + W * cos(user, candidate). Its ONNX files are the
+same; Vespa adds W * cos in ``model_score`` from ``closeness(field, embedding)``, so the export
+also refuses a ranker whose user vectors are not the export's user embeddings (L2-normalised, what
+the feeder writes and the client sends as ``query(q_user)``), and records W in the manifest's
+``ranker.retrieval_weight`` for clients to send as ``input.query(retrieval_weight)``.
+
 Two self-contained ONNX files (docs/ranker.md, vespa-subset.md §9):
 
 - ``history_encoder.onnx``: ``hist`` int64 (B, L <= history_len) ``item_idx + 1`` newest first,
@@ -80,6 +87,29 @@ def check_items(ranked: LoadedRanker, items: np.ndarray, source: Path) -> None:
         )
 
 
+def check_users(ranked: LoadedRanker, users: np.ndarray, source: Path) -> None:
+    """A residual ranker's retrieval user vectors must be the export's user embeddings,
+    L2-normalised: Vespa computes its W * cos term from the user document the feeder writes."""
+    vectors = ranked.ranker.user_vectors
+    if vectors is None:
+        return
+    table = vectors.numpy()
+    if table.shape != users.shape:
+        raise ExportError(
+            f"ranker {ranked.path}: user table {list(table.shape)}; "
+            f"retrieval checkpoint {source}: user embeddings {list(users.shape)}"
+        )
+    norms = np.linalg.norm(users, axis=1, keepdims=True)
+    expected = users / np.where(norms > 0, norms, 1.0)
+    diff = float(np.abs(table - expected).max()) if table.size else 0.0
+    if diff > TABLE_TOLERANCE:
+        raise ExportError(
+            f"ranker {ranked.path}: user table differs from the normalised user embeddings "
+            f"of {source} by {diff:.2e} (> {TABLE_TOLERANCE:g}); "
+            "was the residual ranker trained on another retrieval model or history stage?"
+        )
+
+
 def export(ranked: LoadedRanker, out: Path) -> tuple[list[OnnxEntry], dict[str, Any]]:
     """Write both ONNX files; returns their manifest entries and the manifest's ranker section."""
     from trainer.models.ranker import export_candidate_scorer, export_history_encoder
@@ -111,6 +141,10 @@ def export(ranked: LoadedRanker, out: Path) -> tuple[list[OnnxEntry], dict[str, 
         "state_dim": int(config.state_dim),
         "cand_dim": int(ranker.cand_dim),
         "hist_offset": 1,  # hist = recent_item_idx + 1 (model_export.query.ranking_inputs)
+        # Residual on retrieval: score = scorer + W * cos(user, candidate); clients send W as
+        # input.query(retrieval_weight) (0 for a ranker without the residual term).
+        "residual": bool(ranker.residual),
+        "retrieval_weight": float(ranker.weight) if ranker.residual else 0.0,
         # The selected epoch's validation figures, when the checkpoint carries its fit report.
         "metrics": validation_metrics(ranked.extra),
     }

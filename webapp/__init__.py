@@ -56,7 +56,12 @@ def _from_environment() -> dict[str, Any]:
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from vespa_app.client.pipeline import PipelineConfig, RecommendationPipeline, load_item_index
+    from vespa_app.client.pipeline import (
+        PipelineConfig,
+        RecommendationPipeline,
+        load_item_index,
+        load_retrieval_weight,
+    )
     from vespa_app.client.rerank import Reranker
     from vespa_app.client.vespa import VespaClient
     from webapp.api import bp
@@ -84,6 +89,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             ranking_profile=app.config["RANKING_PROFILE"],
             locations=tuple(app.config["LOCATIONS"]),
             excluded_categories=tuple(app.config["EXCLUDED_CATEGORIES"]),
+            # W of a residual ranker: the ranking profile adds W * cos(user, product).
+            retrieval_weight=load_retrieval_weight(export) if export else 0.0,
         )
         item_index = load_item_index(export) if export else None
         app.config["PIPELINE"] = RecommendationPipeline(client, reranker, config, item_index)

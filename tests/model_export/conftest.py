@@ -104,3 +104,25 @@ def ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
     report = ranker.fit(data, progress=False)
     path = tmp_path_factory.mktemp("ranker") / "ranker.pt"
     return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])
+
+
+@pytest.fixture(scope="session")
+def residual_ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
+    """A residual ranker (scorer + W * retrieval cosine) over the 128-d BPR-MF's item and user
+    embeddings (the user vectors of the export's history stage), one short epoch."""
+    from model_export.export import USER_STAGE
+    from trainer.data.loaders import load_dataset
+    from trainer.models.base import load_checkpoint
+    from trainer.models.ranker import Ranker, save_ranker
+
+    data = split_dataset(load_dataset(dataset))
+    retrieval = load_checkpoint(checkpoints["bprmf"]).model
+    torch.manual_seed(0)
+    ranker = Ranker(
+        tiny_ranker_config(),
+        retrieval.item_embeddings(),
+        user_embeddings=retrieval.user_embeddings(data, USER_STAGE),
+    )
+    report = ranker.fit(data, progress=False)
+    path = tmp_path_factory.mktemp("residual-ranker") / "ranker.pt"
+    return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])

@@ -146,16 +146,19 @@ def _get(url: str, doc_type: str, doc_id: str) -> dict:
 
 
 @torch.no_grad()
-def test_engine_ranking_matches_pytorch_ranker(
-    installed, dataset, ranker_checkpoint, engine_factory
-):
-    out, package = installed
+def _engine_against_pytorch(out, package, dataset, checkpoint, engine_factory) -> int:
+    """Engine `ranking` top HITS vs the PyTorch ranker on the same candidates, for USERS users:
+    the same order and scores within TOLERANCE. The query sends the manifest's retrieval_weight
+    as the pipeline does; offline the score is scorer + W * cos + 0.05 * fresh (W * cos only for
+    a residual ranker). Returns how many users' lists the ranker reordered against retrieval."""
     market = load_dataset(dataset)
     engine = engine_factory(package_dir=package)
     report = feed(out, market, engine.url, types=("product", "user"), progress=False)
     assert not report.failures
 
-    ranker = load_ranker(ranker_checkpoint)
+    ranker = load_ranker(checkpoint)
+    weight = Manifest.read(out).ranker["retrieval_weight"]
+    assert weight == (ranker.weight if ranker.residual else 0.0)
     data = split_dataset(market)
     product_ids = json.loads((out / "product_ids.json").read_text())
     row_of = {p: i for i, p in enumerate(product_ids)}
@@ -169,7 +172,7 @@ def test_engine_ranking_matches_pytorch_ranker(
     compared, reordered, worst = 0, 0, 0.0
     for user, ctx in zip(users, contexts, strict=True):
         # The client's request flow (§9): read the user document, then query with its vector,
-        # its recent history (+1 in ranking_inputs) and the request context.
+        # its recent history (+1 in ranking_inputs), the request context and W.
         doc = _get(engine.url, "user", user_ids[user])
         recent = doc.get("recent_item_idx", [])
         nn = f"{{targetHits:{HITS}, approximate:false}}nearestNeighbor(embedding, q_user)"
@@ -178,6 +181,7 @@ def test_engine_ranking_matches_pytorch_ranker(
             "ranking.profile": "ranking",
             "input.query(q_user)": doc["embedding"]["values"],
             **ranking_inputs(recent, ctx.tolist()),
+            "input.query(retrieval_weight)": weight,
             "hits": HITS,
             "ranking.globalPhase.rerankCount": HITS,
         }
@@ -195,9 +199,15 @@ def test_engine_ranking_matches_pytorch_ranker(
         hist = np.zeros((1, 50), np.int64)
         hist[0, : min(len(recent), 50)] = np.asarray(recent[:50], np.int64) + 1
         state = ranker.encoder(torch.from_numpy(hist), torch.from_numpy(ctx[None]))
-        cand = normalized(np.load(out / "product_embeddings.npy")[[row_of[p] for p in ids]])
+        rows = np.array([row_of[p] for p in ids])
+        cand = normalized(np.load(out / "product_embeddings.npy")[rows])
         cand = torch.from_numpy(cand.astype(np.float32))
         model = ranker.scorer(state.expand(len(ids), -1), cand).squeeze(-1).numpy()
+        if ranker.residual:
+            cosine = ranker.retrieval_cosine(np.array([user]), rows[None])[0].numpy()
+            # Large enough that a query leaving W out (profile value 0) would fail the check.
+            assert np.abs(ranker.weight * cosine).max() > 100 * TOLERANCE
+            model = model + ranker.weight * cosine
         fresh = np.array(
             [max(1.0 - ((before + after) / 2 - created[p]) / MAX_AGE, 0.0) for p in ids]
         )
@@ -211,5 +221,65 @@ def test_engine_ranking_matches_pytorch_ranker(
         ann = [h["fields"]["matchfeatures"]["ann"] for h in hits]
         reordered += ann != sorted(ann, reverse=True)  # the ranker, not retrieval, ordered them
         compared += 1
-    assert compared == USERS and reordered == USERS
-    print(f"engine vs PyTorch ranker: {USERS} users x {HITS} hits, max |diff| = {worst:.2e}")
+    assert compared == USERS
+    kind = "residual ranker" if ranker.residual else "ranker"
+    print(f"engine vs PyTorch {kind}: {USERS} users x {HITS} hits, max |diff| = {worst:.2e}")
+    return reordered
+
+
+def test_engine_ranking_matches_pytorch_ranker(
+    installed, dataset, ranker_checkpoint, engine_factory
+):
+    out, package = installed
+    reordered = _engine_against_pytorch(out, package, dataset, ranker_checkpoint, engine_factory)
+    assert reordered == USERS
+
+
+# ----- the residual ranker: scorer + W * cos(retrieval user, candidate) ------------------------
+
+
+@pytest.fixture(scope="module")
+def residual_installed(checkpoints, residual_ranker_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("residual-export")
+    package = _package_copy(root)
+    out = root / "export"
+    code = _export(
+        checkpoints, residual_ranker_checkpoint, out, "--package", str(package), "--install"
+    )
+    assert code == 0
+    return out, package
+
+
+def test_manifest_records_the_retrieval_weight(installed, residual_installed):
+    residual = Manifest.read(residual_installed[0]).ranker
+    plain = Manifest.read(installed[0]).ranker
+    assert residual["residual"] is True and plain["residual"] is False
+    assert plain["retrieval_weight"] == 0.0  # the profile's value when nothing is sent
+    # Learned from its start value 10 during the (one-epoch) training, stored in the checkpoint.
+    assert residual["retrieval_weight"] == load_ranker(residual["source_checkpoint"]["path"]).weight
+    assert residual["retrieval_weight"] not in (0.0, 10.0)
+
+
+def test_residual_ranker_over_other_user_vectors_is_refused(checkpoints, tmp_path, capsys):
+    # W * cos is computed in Vespa from the fed user embedding: a ranker trained on other user
+    # vectors would add a term it never saw.
+    from model_export.export import USER_STAGE
+
+    retrieval = load_checkpoint(checkpoints["bprmf"])
+    data = split_dataset(load_dataset(retrieval.extra["dataset_path"]))
+    users = retrieval.model.user_embeddings(data, USER_STAGE)
+    shuffled = users[torch.randperm(len(users), generator=torch.Generator().manual_seed(0))]
+    ranker = Ranker(
+        tiny_ranker_config(), retrieval.model.item_embeddings(), user_embeddings=shuffled
+    )
+    path = save_ranker(ranker, tmp_path / "residual.pt")
+    assert _export(checkpoints, path, tmp_path / "out", "--check-only") == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "normalised user embeddings" in err
+
+
+def test_engine_ranking_matches_pytorch_residual_ranker(
+    residual_installed, dataset, residual_ranker_checkpoint, engine_factory
+):
+    out, package = residual_installed
+    _engine_against_pytorch(out, package, dataset, residual_ranker_checkpoint, engine_factory)

@@ -196,3 +196,24 @@ def test_vespa_down_is_503_not_500(built, tmp_path):
     response = app.test_client().get("/api/recommendations?user_id=u1")
     assert response.status_code == 503 and "127.0.0.1:9" in response.get_json()["error"]
     close_app(app)
+
+
+def test_the_export_manifest_sets_the_residual_ranker_weight(tmp_path):
+    import json
+
+    from webapp import create_app
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "product_ids.json").write_text(json.dumps(["p0", "p1"]))
+    (export / "manifest.json").write_text(json.dumps({"ranker": {"retrieval_weight": 2.5}}))
+    app = create_app(
+        {
+            "TESTING": True,
+            "VESPA_URL": "http://127.0.0.1:9",
+            "EXPORT_DIR": str(export),
+            "EVENTS_DB": str(tmp_path / "e.sqlite3"),
+        }
+    )
+    assert app.config["PIPELINE"].config.retrieval_weight == 2.5
+    close_app(app)

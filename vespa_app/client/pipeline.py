@@ -5,7 +5,8 @@
    ``!(product_id in (@seen))``);
 2. ranking: the ``ranking`` profile's global-phase (history encoder + ranker ONNX) over the top
    ``rerank_count`` of them, in the same Vespa query (``query(q_user)``, ``query(hist)``,
-   ``query(ctx)``), returning ``rank_hits`` (the package's maxHits, 400);
+   ``query(ctx)``, ``query(retrieval_weight)``: W of a residual ranker, docs/ranker.md), returning
+   ``rank_hits`` (the package's maxHits, 400);
 3. re-ranking: :class:`~vespa_app.client.rerank.Reranker` (diversity, freshness, fairness,
    business rules) to the top ``k``, with explanations.
 
@@ -33,6 +34,7 @@ from vespa_app.client.rerank import Candidate, HistoryItem, RequestContext, Rera
 from vespa_app.client.vespa import VespaClient, VespaError
 
 RECENT = 50  # recent_product_ids / recent_item_idx kept in the user document (model_export.feed)
+RETRIEVAL_WEIGHT_QUERY = "input.query(retrieval_weight)"
 
 
 class ProductNotFound(LookupError):
@@ -58,12 +60,19 @@ class PipelineConfig:
     exclude_recent_history: bool = True
     locations: tuple[str, ...] = ()  # the training data's sorted location names (ctx codes)
     explain_history: bool = True  # fetch history items' categories for "supported_by"
+    # W of a residual ranker (score = scorer + W * cos(user, candidate)), sent as
+    # input.query(retrieval_weight); the export manifest's ranker.retrieval_weight
+    # (load_retrieval_weight). 0: a ranker without the residual term.
+    retrieval_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("target_hits", "rank_hits", "rerank_count", "cold_start_hits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineConfig.{name} must be a positive integer, got {value!r}")
+        w = self.retrieval_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
+            raise ValueError(f"PipelineConfig.retrieval_weight must be a finite number, got {w!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +119,21 @@ def load_item_index(export_dir: Path | str) -> dict[str, int]:
     if not isinstance(ids, list) or not all(isinstance(p, str) for p in ids):
         raise ValueError(f"{path}: expected a JSON list of product ids")
     return {product_id: idx for idx, product_id in enumerate(ids)}
+
+
+def load_retrieval_weight(export_dir: Path | str) -> float:
+    """W of the export's residual ranker (manifest.json ``ranker.retrieval_weight``); 0.0 when
+    the export has no ranker or a ranker without the residual term."""
+    path = Path(export_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    ranker = manifest.get("ranker") or {}
+    value = ranker.get("retrieval_weight", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{path}: ranker.retrieval_weight must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _quote(value: str) -> str:
@@ -261,6 +285,7 @@ class RecommendationPipeline:
         ranked = {
             **base,
             **ranking_inputs(recent_idx[:HISTORY_LENGTH], ctx),
+            RETRIEVAL_WEIGHT_QUERY: float(cfg.retrieval_weight),
             "ranking.profile": cfg.ranking_profile,
             "ranking.globalPhase.rerankCount": cfg.rerank_count,
         }

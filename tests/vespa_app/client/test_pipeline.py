@@ -6,6 +6,8 @@ A 128-d BPR-MF and a tiny ranker are trained, exported, installed into a package
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from vespa_app.client.pipeline import (
     RecommendationContext,
     RecommendationPipeline,
     load_item_index,
+    load_retrieval_weight,
 )
 from vespa_app.client.vespa import VespaClient, VespaUnavailable
 
@@ -210,6 +213,51 @@ def test_broken_ranking_degrades_to_retrieval_order(pipeline, market, monkeypatc
     result = pipeline.recommend(user_id, 50)
     assert result.degraded and "query(hist)" in result.degraded
     assert len(result.items) == 50
+
+
+def test_ranking_query_sends_the_residual_weight(pipeline, market, built, monkeypatch, tmp_path):
+    # The served export's ranker has no residual term: W = 0, the profile's own value.
+    assert load_retrieval_weight(built.export) == 0.0
+    manifest = json.loads((built.export / "manifest.json").read_text())
+    manifest["ranker"]["retrieval_weight"] = 7.25
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_retrieval_weight(tmp_path) == 7.25
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(ValueError, match=r"manifest\.json:1: invalid JSON"):
+        load_retrieval_weight(tmp_path)
+    with pytest.raises(ValueError, match="retrieval_weight"):
+        PipelineConfig(retrieval_weight=math.nan)
+
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    sent: list[tuple[dict, dict]] = []
+    real = pipeline.vespa.search
+
+    def recording(body, *args, **kwargs):
+        payload = real(body, *args, **kwargs)
+        sent.append((body, payload))
+        return payload
+
+    monkeypatch.setattr(pipeline.vespa, "search", recording)
+    # A W so large that W * cos dominates the ranker's own score: the ranked hits come back in
+    # retrieval (closeness) order, which a W left out of the query would not give.
+    heavy = RecommendationPipeline(
+        pipeline.vespa,
+        config=dataclasses.replace(pipeline.config, retrieval_weight=1e6),
+        item_index=pipeline.item_index,
+    )
+    result = heavy.recommend(user_id, 50)
+    assert result.degraded is None
+    body, payload = next((b, p) for b, p in sent if b.get("ranking.profile") == "ranking")
+    assert body["input.query(retrieval_weight)"] == 1e6
+    ann = [h["fields"]["matchfeatures"]["ann"] for h in payload["root"]["children"]]
+    assert len(ann) > 50 and ann == sorted(ann, reverse=True)
+
+    sent.clear()
+    pipeline.recommend(user_id, 50)
+    body, payload = next((b, p) for b, p in sent if b.get("ranking.profile") == "ranking")
+    assert body["input.query(retrieval_weight)"] == 0.0
+    ann = [h["fields"]["matchfeatures"]["ann"] for h in payload["root"]["children"]]
+    assert ann != sorted(ann, reverse=True)  # the ranker's own order
 
 
 def test_similar_products(pipeline, market):
