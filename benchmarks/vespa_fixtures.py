@@ -1,8 +1,9 @@
 """Benchmark-side fixtures for the embedded Vespa engine (benchmarks never import tests/).
 
-- `MemoryStore`, `normalise`, `catalogue`: the in-memory store surface and the deterministic
-  product catalogue that benchmarks/vespa_search.py times (the tests keep their own copy in
-  tests/vespa_app/system/support.py: tests and benchmarks do not import each other).
+- `catalogue`: the deterministic conformance catalogue (spec §10 fixture: ~2,000 products
+  without score ties, 3 sellers, categories home, home/kitchen, toys) that
+  benchmarks/vespa_search.py times and the search tests query (with
+  `vespa_app.engine.memory_store.MemoryStore`).
 - `write_scale_package(dir, dim)`: a minimal application package for the scale benchmark: one
   `product` schema with an HNSW-indexed `tensor<float>(x[dim])` (prenormalized-angular,
   max-links-per-node 16, neighbors-to-explore-at-insert 200, as the project package), an int
@@ -15,9 +16,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -145,64 +143,6 @@ def scale_document(i: int, vector: np.ndarray, bucket: int) -> dict:
 
 
 # -- the conformance catalogue (used by benchmarks/vespa_search.py and the tests) ----------------
-
-
-class MemoryStore:
-    """The DocumentStore surface the search engine uses, without persistence.
-
-    Stored values follow the store contract: floats already float32-rounded, dense tensors as
-    float32 arrays, mapped tensors as dicts."""
-
-    def __init__(self, schemas: dict):
-        self.schemas = schemas
-        self.docs: dict[str, dict[str, dict]] = {n: {} for n in schemas}
-        self.listeners: list = []
-        self._lock = threading.RLock()
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._lock:
-            yield
-
-    def get(self, doc_type: str, local_id: str) -> dict | None:
-        return self.docs.get(doc_type, {}).get(local_id)
-
-    def iter_documents(self, doc_type: str):
-        return iter(list(self.docs.get(doc_type, {}).items()))
-
-    def add_listener(self, listener) -> None:
-        self.listeners.append(listener)
-
-    def put(self, doc_type: str, local_id: str, fields: dict) -> None:
-        fields = normalise(self.schemas[doc_type], fields)
-        with self._lock:
-            self.docs[doc_type][local_id] = fields
-            for listener in self.listeners:
-                listener.document_put(doc_type, local_id, fields)
-
-    def remove(self, doc_type: str, local_id: str) -> None:
-        with self._lock:
-            self.docs[doc_type].pop(local_id, None)
-            for listener in self.listeners:
-                listener.document_removed(doc_type, local_id)
-
-
-def normalise(schema, fields: dict) -> dict:
-    """JSON-ish field values -> stored values (float32 rounding, numpy tensors)."""
-    out = {}
-    for name, v in fields.items():
-        f = schema.fields[name]
-        if f.type.kind == "float":
-            out[name] = float(np.float32(v))
-        elif f.type.kind == "tensor":
-            tt = f.type.tensor
-            if tt.is_dense:
-                out[name] = np.asarray(v, dtype=np.float32).reshape(tt.shape)
-            else:
-                out[name] = {k: float(np.float32(x)) for k, x in v.items()}
-        else:
-            out[name] = v
-    return out
 
 
 WORDS = [

@@ -47,13 +47,13 @@ import numpy as np
 
 from benchmarks.common import RESULTS_DIR, write_results
 from benchmarks.vespa_fixtures import (
-    MemoryStore,
     scale_buckets,
     scale_document,
     scale_queries,
     scale_vectors,
     write_scale_package,
 )
+from vespa_app.engine.memory_store import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = {"none": None, "10%": 10, "1%": 1}

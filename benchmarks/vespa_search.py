@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from benchmarks.vespa_fixtures import NOW, PROJECT_PACKAGE, MemoryStore, catalogue
+    from benchmarks.vespa_fixtures import NOW, PROJECT_PACKAGE, catalogue
+    from vespa_app.engine.memory_store import MemoryStore
     from vespa_app.engine.schema import load_schemas
     from vespa_app.engine.search import SearchEngine
 

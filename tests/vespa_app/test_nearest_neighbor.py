@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.vespa_app.system.support import MemoryStore
+from vespa_app.engine.memory_store import MemoryStore
 from vespa_app.engine.schema import load_schemas
 from vespa_app.engine.search import SearchEngine
 

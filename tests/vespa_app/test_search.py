@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.vespa_app.system.support import NOW, PACKAGE, make_engine
+from benchmarks.vespa_fixtures import NOW
+from tests.vespa_app.system.support import PACKAGE, make_engine
 
 MAX_AGE = 2592000
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from vespa.application import Vespa
 
+from benchmarks.vespa_fixtures import NOW, catalogue
 from tests.vespa_app.conftest import PROJECT_PACKAGE
-from tests.vespa_app.system.support import NOW, catalogue
 
 N = 60
 
