@@ -46,6 +46,7 @@ from trainer.data.interactions import InteractionData, Stage
 from trainer.evaluation.metrics import hit_matrix, ndcg_at_k, precision_at_k
 from trainer.evaluation.ranking import evaluation_users, target_matrix
 from trainer.models.sequence_encoder import Block, _init_weights
+from trainer.models.training import epoch_summary
 from trainer.ranking.features import CAND_FEATURES, CONTEXT_DIM, CandidateFeatures
 from trainer.ranking.samples import (
     HISTORY_FEATURES,
@@ -461,13 +462,7 @@ class Ranker:
                     stale += 1
             history.append(line)
             if progress:
-                print(
-                    " ".join(
-                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in line.items()
-                    ),
-                    flush=True,
-                )
+                print(epoch_summary(line), flush=True)
             if c.patience and stale >= c.patience:
                 break
             if c.time_budget and time.perf_counter() - started > c.time_budget:

@@ -28,6 +28,7 @@ from trainer.models.sequences import (
     request_context,
     user_sequences,
 )
+from trainer.models.training import epoch_summary
 
 SCORE_BATCH = 1024
 
@@ -151,13 +152,7 @@ class SequenceRecommender(Recommender):
                     waited += 1
             history.append(line)
             if progress:
-                print(
-                    " ".join(
-                        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in line.items()
-                    ),
-                    flush=True,
-                )
+                print(epoch_summary(line), flush=True)
             if cfg.patience and waited >= cfg.patience:
                 break
             if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:

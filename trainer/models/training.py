@@ -124,3 +124,8 @@ def train_epochs(name: str, config: Any, data: InteractionData, hooks: EpochHook
     return TrainReport(
         epochs=epoch, seconds=time.perf_counter() - start, history=history, best_epoch=best_epoch
     )
+
+
+def epoch_summary(row: dict[str, float]) -> str:
+    """One epoch's figures as ``key=value`` pairs, floats to four decimals."""
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
