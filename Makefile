@@ -14,7 +14,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: demo test test-slow lint format install data train evaluate clean
+.PHONY: demo test test-slow lint format install browser data train evaluate clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,17 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP)
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# downloads are never used): install the distribution package when it is missing.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
+test: install browser
 	$(PY) -m pytest
 
 test-slow: install

@@ -24,40 +24,16 @@ from torch import nn
 
 from trainer.data.interactions import InteractionData
 from trainer.models.base import register
-from trainer.models.sequence_encoder import QueryContext, SequenceEncoder
+from trainer.models.sequence_encoder import QueryContext
 from trainer.models.sequences import UNKNOWN, training_sequences
-from trainer.models.sequential import SequenceRecommender
+from trainer.models.sequential import SequenceConfig, SequenceRecommender, build_encoder
 
 
 @dataclass(frozen=True)
-class BERT4RecConfig:
-    max_len: int = 50
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
+class BERT4RecConfig(SequenceConfig):
     mask_prob: float = 0.6
     last_item_prob: float = 0.1
-    epochs: int = 200
-    batch_size: int = 256
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    features: tuple[str, ...] = ()
-    location_buckets: int = 256
-    # Request context added to the user vector (any of gap, hour, device, location); in training
-    # each target's own context, replaced by "unknown" with probability query_dropout.
-    query_features: tuple[str, ...] = ()
-    query_dropout: float = 0.1
-    history_events: tuple[str, ...] | None = None
-    attention: str = "full"
-    block_size: int = 64
-    patience: int = 10
-    eval_every: int = 1
-    valid_users: int = 10000
-    max_seconds: float = 0.0
-    seed: int = 0
-    device: str = "cpu"  # training device ("cuda" where available); scoring runs on CPU
 
 
 class BERT4RecNetwork(nn.Module):
@@ -71,19 +47,7 @@ class BERT4RecNetwork(nn.Module):
         super().__init__()
         self.num_items = num_items
         self.mask_token = num_items + 1
-        self.encoder = SequenceEncoder(
-            num_tokens=num_items + 2,
-            dim=config.dim,
-            max_len=config.max_len,
-            blocks=config.blocks,
-            heads=config.heads,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            causal=False,
-            feature_sizes=feature_sizes,
-            attention=config.attention,
-            block_size=config.block_size,
-        )
+        self.encoder = build_encoder(config, num_items + 2, False, feature_sizes)
         self.head = nn.Sequential(
             nn.Linear(config.dim, config.dim), nn.GELU(), nn.LayerNorm(config.dim, eps=1e-12)
         )

@@ -22,44 +22,19 @@ from torch import nn
 
 from trainer.data.interactions import InteractionData
 from trainer.models.base import register
-from trainer.models.sequence_encoder import QueryContext, SequenceEncoder
+from trainer.models.sequence_encoder import QueryContext
 from trainer.models.sequences import training_windows
-from trainer.models.sequential import SequenceRecommender
+from trainer.models.sequential import SequenceConfig, SequenceRecommender, build_encoder
 
 LOSSES = ("bce", "ce", "sampled")
 
 
 @dataclass(frozen=True)
-class SASRecConfig:
-    max_len: int = 50
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
+class SASRecConfig(SequenceConfig):
     dropout: float = 0.5
     attention_dropout: float = 0.2
     loss: str = "ce"
     negatives: int = 256  # for loss = "sampled"
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    # Context codes embedded beside each item: any of event, gap, hour, device, location.
-    features: tuple[str, ...] = ()
-    location_buckets: int = 256
-    # Request context added to the user vector (any of gap, hour, device, location); in training
-    # each target's own context, replaced by "unknown" with probability query_dropout.
-    query_features: tuple[str, ...] = ()
-    query_dropout: float = 0.1
-    # Event types that form the history; None keeps the dataset's positive events.
-    history_events: tuple[str, ...] | None = None
-    attention: str = "full"  # or "local" for long histories (trainer.models.attention)
-    block_size: int = 64
-    patience: int = 10  # validation rounds without improvement before stopping; 0 = never
-    eval_every: int = 1
-    valid_users: int = 10000  # validation subsample for epoch selection; 0 = all
-    max_seconds: float = 0.0  # stop training after this much wall time; 0 = no limit
-    seed: int = 0
-    device: str = "cpu"  # training device ("cuda" where available); scoring runs on CPU
 
 
 class SASRecNetwork(nn.Module):
@@ -72,19 +47,7 @@ class SASRecNetwork(nn.Module):
     ):
         super().__init__()
         self.num_items = num_items
-        self.encoder = SequenceEncoder(
-            num_tokens=num_items + 1,
-            dim=config.dim,
-            max_len=config.max_len,
-            blocks=config.blocks,
-            heads=config.heads,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            causal=True,
-            feature_sizes=feature_sizes,
-            attention=config.attention,
-            block_size=config.block_size,
-        )
+        self.encoder = build_encoder(config, num_items + 1, True, feature_sizes)
         self.query = QueryContext(query_sizes or {}, config.dim)
 
     def forward(

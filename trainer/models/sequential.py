@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from trainer.data.interactions import InteractionData, Stage
 from trainer.models.base import Recommender, TrainReport
+from trainer.models.sequence_encoder import SequenceEncoder
 from trainer.models.sequences import (
     FEATURES,
     QUERY_FEATURES,
@@ -31,6 +33,59 @@ from trainer.models.sequences import (
 from trainer.models.training import epoch_summary
 
 SCORE_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """The fields every sequence recommender shares; a model's config adds its loss's fields and
+    overrides the defaults its paper uses."""
+
+    max_len: int = 50
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # Context codes embedded beside each item: any of event, gap, hour, device, location.
+    features: tuple[str, ...] = ()
+    location_buckets: int = 256
+    # Request context added to the user vector (any of gap, hour, device, location); in training
+    # each target's own context, replaced by "unknown" with probability query_dropout.
+    query_features: tuple[str, ...] = ()
+    query_dropout: float = 0.1
+    # Event types that form the history; None keeps the dataset's positive events.
+    history_events: tuple[str, ...] | None = None
+    attention: str = "full"  # or "local" for long histories (trainer.models.attention)
+    block_size: int = 64
+    patience: int = 10  # validation rounds without improvement before stopping; 0 = never
+    eval_every: int = 1
+    valid_users: int = 10000  # validation subsample for epoch selection; 0 = all
+    max_seconds: float = 0.0  # stop training after this much wall time; 0 = no limit
+    seed: int = 0
+    device: str = "cpu"  # training device ("cuda" where available); scoring runs on CPU
+
+
+def build_encoder(
+    config: SequenceConfig, num_tokens: int, causal: bool, feature_sizes: dict[str, int]
+) -> SequenceEncoder:
+    """The transformer encoder of ``config`` over ``num_tokens`` item tokens (padding included)."""
+    return SequenceEncoder(
+        num_tokens=num_tokens,
+        dim=config.dim,
+        max_len=config.max_len,
+        blocks=config.blocks,
+        heads=config.heads,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        causal=causal,
+        feature_sizes=feature_sizes,
+        attention=config.attention,
+        block_size=config.block_size,
+    )
 
 
 class SequenceRecommender(Recommender):
