@@ -136,8 +136,8 @@ def feed_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--embeddings-only",
         action="store_true",
-        help="refresh only the embedding fields of existing products and users, as partial "
-        "updates (assign); sellers are skipped",
+        help="refresh only the embedding fields of existing products, users and sellers (the "
+        "sellers' recomputed from the new product vectors), as partial updates (assign)",
     )
     parser.add_argument(
         "--package",

@@ -6,7 +6,9 @@ What each model contributes:
   product table and, from :meth:`user_embeddings`, the user table (same space: score = dot);
 - a sequence model (SASRec, BERT4Rec) also gives its user encoder as ``user_encoder.onnx``
   (trainer.models.export: history tokens in, ``user_embedding`` out, dynamic batch and length);
-- graph models and matrix factorisation are transductive: their users are a table, no encoder.
+- graph models and matrix factorisation are transductive: their users are a table, no encoder;
+- every export also holds ``graph.npz``, the item-user graph of the same history as CSR arrays
+  (:mod:`model_export.graph`), which the serving side walks for Pixie-like candidates.
 
 User vectors come from the history the model may use at the ``test`` stage (every event except the
 held-out test targets), the newest state the Recommender contract exposes.
@@ -151,6 +153,10 @@ def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
         entries, ranker_section = ranker.export(ranked, out)
         onnx_entries.extend(entries)
 
+    from model_export.graph import write_graph
+
+    graph = write_graph(out, data)
+
     dim = int(items.shape[1])
     dimensions: dict[str, int | None] = {"embedding": dim, "history_length": history_length}
     if ranker_section:
@@ -189,6 +195,7 @@ def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
         metrics=validation_metrics(loaded.checkpoint.extra),
         versions=library_versions(),
         ranker=ranker_section,
+        graph=graph,
     )
 
 

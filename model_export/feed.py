@@ -3,17 +3,25 @@
 Documents are built as Python data (pyvespa serialises them as JSON):
 
 - ``product``: the package's product fields from the dataset (category_path from the taxonomy,
-  root first; created_at in epoch seconds; popularity = positive events of the product) and the
-  L2-normalised embedding (the field's metric is prenormalized-angular);
+  root first; created_at in epoch seconds; ``consumable`` from the products table;
+  popularity = positive events of the product; ``ctx_popularity`` = its lift per context key,
+  :mod:`model_export.popularity`) and the L2-normalised embedding (the field's metric is
+  prenormalized-angular);
 - ``user``: the L2-normalised embedding (it is the nearestNeighbor query vector), the newest
   positive events first (at most 50) as ``recent_product_ids`` and ``recent_item_idx`` (rows of the
-  export's product list), ``updated_at`` = the newest event's time;
-- ``seller``: ``seller_id`` and ``rating`` as partial updates with create, so business flags
-  (``is_blocked``, ``promoted``) set by operators survive a re-feed.
+  export's product list), the newest purchases first (at most 50) as ``recent_purchases``,
+  ``updated_at`` = the newest event's time;
+- ``seller``: ``seller_id``, ``rating`` and ``embedding`` (the L2-normalised sales-weighted mean of
+  its products' normalised embeddings, :func:`seller_vectors`) as partial updates with create, so
+  business flags (``is_blocked``, ``promoted``) set by operators survive a re-feed.
+
+Popularity, context popularity and purchases come from every event of the dataset: at serving
+time the whole log is the past (the model's own held-out targets matter only offline).
 
 Every id is ``id:<type>:<type>::<id>`` (namespace = document type). Products and users are
 complete puts, so feeding twice leaves the same documents. ``embeddings_only`` sends only the
-embedding fields as partial updates (assign): the refresh after retraining.
+embedding fields (products, users, sellers) as partial updates (assign): the refresh after
+retraining.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import pandas as pd
 
 from model_export.export import read_embeddings
 from model_export.manifest import ExportError, Manifest
+from model_export.popularity import context_popularity
 
 RECENT = 50
 DOC_TYPES = ("product", "user", "seller")
@@ -73,7 +82,34 @@ def _isnan(value: Any) -> bool:
 def positive_events(market: Any) -> pd.DataFrame:
     events = market.events
     keep = events["event_type"].isin(list(market.info.positive_events))
-    return events.loc[keep, ["user_id", "product_id", "timestamp"]]
+    columns = ["user_id", "product_id", "timestamp"]
+    columns += [c for c in ("hour", "device") if c in events]
+    return events.loc[keep, columns]
+
+
+def purchase_counts(market: Any) -> pd.Series:
+    events = market.events
+    return events.loc[events["event_type"] == "purchase", "product_id"].value_counts()
+
+
+def seller_vectors(market: Any, product_ids: list[str], table: np.ndarray) -> dict[str, np.ndarray]:
+    """seller_id -> the L2-normalised mean of its products' normalised embeddings, each
+    weighted by 1 + its purchases (sales-weighted; the 1 lets a seller without sales still be
+    placed by what it lists). Sellers with no product in the export get none."""
+    vectors = normalized(np.asarray(table, dtype=np.float64))
+    row_of = {p: i for i, p in enumerate(product_ids)}
+    products = market.products[market.products["product_id"].isin(row_of)]
+    products = products[products["seller_id"].notna()]
+    sales = purchase_counts(market)
+    out: dict[str, np.ndarray] = {}
+    for seller_id, group in products.groupby("seller_id", sort=True):
+        rows = np.array([row_of[p] for p in group["product_id"]])
+        weights = 1.0 + sales.reindex(group["product_id"]).fillna(0).to_numpy(dtype=np.float64)
+        mean = (weights[:, None] * vectors[rows]).sum(axis=0)
+        norm = np.linalg.norm(mean)
+        if norm > 0:
+            out[str(seller_id)] = (mean / norm).astype(np.float32)
+    return out
 
 
 def product_documents(
@@ -89,8 +125,10 @@ def product_documents(
     if missing:
         raise ExportError(f"dataset has no product {missing[0]!r} of the export's product_ids")
     paths = category_paths(market.categories)
-    popularity = positive_events(market)["product_id"].value_counts()
-    for product_id, row in zip(ids, vectors, strict=True):
+    positives = positive_events(market)
+    popularity = positives["product_id"].value_counts()
+    in_context = context_popularity(positives, ids)
+    for product_id, row, lifts in zip(ids, vectors, in_context, strict=True):
         p = products.loc[product_id]
         fields = {
             "product_id": product_id,
@@ -104,9 +142,12 @@ def product_documents(
             "margin": None if pd.isna(p["margin"]) else float(p["margin"]),
             "created_at": _seconds(p["created_at"]),
             "in_stock": bool(p["in_stock"]),
+            "consumable": bool(p["consumable"]),
             "popularity": float(popularity.get(product_id, 0)),
             "embedding": _tensor(row),
         }
+        if lifts:
+            fields["ctx_popularity"] = {key: round(value, 6) for key, value in lifts.items()}
         yield {"id": product_id, "fields": _drop_missing(fields)}
 
 
@@ -127,6 +168,12 @@ def user_documents(
     # Newest first; ties keep the file's order reversed, as a stable sort of the reversed frame.
     events = events.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
     recent = {user: group.head(RECENT) for user, group in events.groupby("user_id", sort=False)}
+    bought = market.events[market.events["event_type"] == "purchase"]
+    bought = bought.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
+    purchases = {
+        user: list(dict.fromkeys(group["product_id"]))[:RECENT]
+        for user, group in bought.groupby("user_id", sort=False)
+    }
     last_event = market.events.groupby("user_id")["timestamp"].max()
     for user_id, row in zip(ids, vectors, strict=True):
         fields: dict[str, Any] = {"user_id": user_id, "embedding": _tensor(row)}
@@ -137,17 +184,24 @@ def user_documents(
         if len(fields["recent_item_idx"]) != len(products):
             unknown = next(p for p in products if p not in row_of)
             raise ExportError(f"user {user_id!r}: product {unknown!r} is not in the export")
+        fields["recent_purchases"] = purchases.get(user_id, [])
         fields["updated_at"] = _seconds(last_event.get(user_id))
         yield {"id": user_id, "fields": _drop_missing(fields)}
 
 
-def seller_documents(market: Any) -> Iterator[dict[str, Any]]:
+def seller_documents(
+    market: Any, vectors: dict[str, np.ndarray] | None = None
+) -> Iterator[dict[str, Any]]:
+    vectors = vectors or {}
     for seller in market.sellers.itertuples(index=False):
         rating = None if pd.isna(seller.rating) else float(seller.rating)
-        yield {
-            "id": seller.seller_id,
-            "fields": _drop_missing({"seller_id": seller.seller_id, "rating": rating}),
+        vector = vectors.get(seller.seller_id)
+        fields = {
+            "seller_id": seller.seller_id,
+            "rating": rating,
+            "embedding": None if vector is None else _tensor(vector),
         }
+        yield {"id": seller.seller_id, "fields": _drop_missing(fields)}
 
 
 @dataclass
@@ -183,10 +237,17 @@ def feed(
     if "user" in types:
         docs = user_documents(market, user_ids, users, product_ids, embeddings_only)
         plans.append(("user", len(user_ids), docs, *_operation(embeddings_only)))
-    if "seller" in types and not embeddings_only:
-        plans.append(
-            ("seller", len(market.sellers), seller_documents(market), "update", {"create": True})
-        )
+    if "seller" in types:
+        vectors = seller_vectors(market, product_ids, products)
+        if embeddings_only:  # the sellers' vectors follow their products' new ones
+            docs = (
+                {"id": seller, "fields": {"embedding": _tensor(vector)}}
+                for seller, vector in vectors.items()
+            )
+            plans.append(("seller", len(vectors), docs, *_operation(True)))
+        else:
+            docs = seller_documents(market, vectors)
+            plans.append(("seller", len(market.sellers), docs, "update", {"create": True}))
     for doc_type, total, docs, operation, options in plans:
         bar = tqdm(total=total, desc=f"feed {doc_type}", unit="doc", disable=not progress)
 

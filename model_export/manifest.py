@@ -74,6 +74,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     # The middle-stage ranker exported with this retrieval model (empty without --ranker).
     ranker: dict[str, Any] = field(default_factory=dict)
+    # The item-user graph for walk candidates (model_export.graph; empty in older exports).
+    graph: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
     @property

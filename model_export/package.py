@@ -28,7 +28,7 @@ from model_export.manifest import ExportError, Manifest, OnnxEntry, describe_onn
 from vespa_app.engine.schema import OnnxModel, PackageError, Schema, TensorType, load_schemas
 
 EMBEDDING_FIELD = "embedding"
-EMBEDDED_TYPES = ("product", "user")
+EMBEDDED_TYPES = ("product", "user", "seller")
 QUERY_VECTOR = "q_user"
 _SOURCE = re.compile(r"^\s*(query|attribute)\(\s*([A-Za-z_][\w.]*)\s*\)\s*$")
 

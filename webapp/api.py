@@ -1,4 +1,5 @@
-"""The JSON API blueprint: recommendations, similar products, sellers, events.
+"""The JSON API blueprint: recommendations, similar products, because-you-bought rows, sellers
+to follow, events.
 
 Errors: a bad parameter is 400 naming it; an unknown product 404; a failing ranker is not an
 error (the pipeline degrades and says so in ``degraded``); Vespa not answering at all is 503 and
@@ -113,22 +114,42 @@ def _context(args: Any, user_id: str) -> RecommendationContext:
         location=_location(args.get("location")),
         browsed_categories=_list("browsed", args.get("browsed")),
         excluded_categories=_list("exclude_categories", args.get("exclude_categories")),
-        # Purchases logged through this API; the schema has no consumable flag, so every
-        # purchased product is left out (docs/pipeline.md).
-        exclude_product_ids=tuple(_store().purchased(user_id)),
+        # Purchases logged through this API: left out unless consumable (docs/pipeline.md).
+        purchased_product_ids=tuple(_store().purchased(user_id)),
     )
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is None or value in ("", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise BadParameter(name, f"must be 1/true or 0/false, got {value!r}")
 
 
 @bp.get("/recommendations")
 def recommendations():
     """?user_id (required) &k (1..MAX_K, default 50) &hour (0..23) &device &location
-    &browsed=cat,cat (cold-start mix) &exclude_categories=cat,cat"""
+    &browsed=cat,cat (cold-start mix) &exclude_categories=cat,cat &inspect=1 (adds the
+    candidates / ranked / reranked stages and their counts)"""
     args = request.args
     user_id = _identifier("user_id", args.get("user_id"))
     k = _integer("k", args.get("k"), 1, int(current_app.config["MAX_K"]), 50)
+    inspect = _flag("inspect", args.get("inspect"))
     context = _context(args, user_id)
-    result = _pipeline().recommend(user_id, k, context, _store().seller_exposure())
+    result = _pipeline().recommend(user_id, k, context, _store().seller_exposure(), inspect=inspect)
     return jsonify(result.to_dict())
+
+
+@bp.get("/because")
+def because():
+    """ "Because you bought X" rows: ?user_id &rows (1..10, default 3) &k (1..50, default 10)."""
+    args = request.args
+    user_id = _identifier("user_id", args.get("user_id"))
+    rows = _integer("rows", args.get("rows"), 1, 10, 3)
+    k = _integer("k", args.get("k"), 1, 50, 10)
+    out = _pipeline().because_you_bought(user_id, rows, k, _context(args, user_id))
+    return jsonify(user_id=user_id, rows=out)
 
 
 @bp.get("/similar/<product_id>")
@@ -142,7 +163,8 @@ def similar(product_id: str):
 
 @bp.get("/sellers")
 def sellers():
-    """Sellers of the user's top 50 recommendations, ranked; ?user_id &k (1..50, default 10)."""
+    """Sellers to follow, closest to the user by seller embedding (cold users: the sellers of
+    their list); ?user_id &k (1..50, default 10). ``method`` says which."""
     args = request.args
     user_id = _identifier("user_id", args.get("user_id"))
     k = _integer("k", args.get("k"), 1, 50, 10)
@@ -199,7 +221,7 @@ def events():
     out: dict[str, Any] = {"event_id": event_id, "stored": True, "history_updated": False}
     if event_type != "impression":
         try:
-            fields = pipeline.add_to_history(user_id, product_id, now)
+            fields = pipeline.add_to_history(user_id, product_id, now, event_type)
         except VespaError as e:
             # The event is safe in the store; report that Vespa has not seen it yet.
             out["history_error"] = str(e)

@@ -192,3 +192,69 @@ def test_manifest_and_file_disagreeing_is_refused(exports, tmp_path, capsys):
 
 def test_every_registered_model_name_resolves():
     assert {"lightgcn", "sasrec", "bprmf"} <= set(all_models())
+
+
+def test_the_item_user_graph_is_the_exported_history(exports, dataset):
+    from model_export.export import USER_STAGE
+    from trainer.data.loaders import load_dataset
+    from trainer.data.splits import split_dataset
+    from vespa_app.client.graph_walk import ItemGraph
+
+    folder = exports["lightgcn"]
+    manifest = Manifest.read(folder)
+    graph = ItemGraph.load(folder)
+    assert manifest.graph["file"] == "graph.npz" and manifest.graph["history_stage"] == USER_STAGE
+    assert (graph.num_items, graph.num_users) == (300, 200)
+    assert manifest.graph["edges"] == graph.user_items.size
+    data = split_dataset(load_dataset(dataset), Manifest.read(folder).dataset["protocol"])
+    history = data.positives(data.history(USER_STAGE))
+    pairs = set(zip(history["user_idx"].tolist(), history["item_idx"].tolist(), strict=True))
+    stored = {
+        (u, int(i))
+        for u in range(graph.num_users)
+        for i in graph.user_items[graph.user_indptr[u] : graph.user_indptr[u + 1]]
+    }
+    assert stored == pairs
+    # Both directions hold the same edges.
+    back = {
+        (int(u), i)
+        for i in range(graph.num_items)
+        for u in graph.item_users[graph.item_indptr[i] : graph.item_indptr[i + 1]]
+    }
+    assert back == pairs
+
+
+def test_graphsage_exports_eventless_products_near_their_category(tmp_path):
+    """Inductive item tower: products without a training event still get a row, placed by their
+    features (their nearest products share their leaf category far above chance)."""
+    import torch
+
+    from trainer.data.loaders import load_dataset
+    from trainer.data.marketplace import save_marketplace
+    from trainer.data.splits import split_dataset
+    from trainer.data.synthetic import generate
+    from trainer.models.base import save_checkpoint
+    from trainer.models.graphsage import GraphSAGE
+
+    folder = save_marketplace(generate("tiny", 3), tmp_path / "tiny")
+    data = split_dataset(load_dataset(folder))
+    torch.manual_seed(0)
+    model = GraphSAGE(GraphSAGE.test_config(), data.num_users, data.num_items)
+    model.fit(data, progress=False)
+    checkpoint = save_checkpoint(model, data, tmp_path / "sage.pt", dataset_path=str(folder))
+    out = tmp_path / "export"
+    assert main(["--checkpoint", str(checkpoint), "--out", str(out), "--skip-package-check"]) == 0
+    table = np.load(out / "product_embeddings.npy")
+    assert table.shape[0] == data.num_items and np.isfinite(table).all()
+    eventless = np.flatnonzero(data.item_popularity() == 0)
+    assert eventless.size > 0
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    leaf = data.market.products.set_index("product_id").loc[data.items.ids, "category_id"]
+    leaf = leaf.to_numpy()
+    same = []
+    for i in eventless:
+        cosine = unit @ unit[i]
+        cosine[i] = -np.inf
+        same.append(np.mean(leaf[np.argsort(-cosine)[:5]] == leaf[i]))
+    chance = np.mean([np.mean(leaf == leaf[i]) for i in eventless])
+    assert np.mean(same) > 5 * chance

@@ -61,7 +61,8 @@ def test_documents_are_data_with_the_schema_fields(exports, dataset):
     assert doc["id"] == ids[0] == fields["product_id"]
     assert set(fields) <= {
         "product_id", "title", "description", "category_path", "seller_id", "price",
-        "margin", "created_at", "in_stock", "popularity", "embedding",
+        "margin", "created_at", "in_stock", "consumable", "popularity", "embedding",
+        "ctx_popularity",
     }  # fmt: skip
     assert np.linalg.norm(fields["embedding"]["values"]) == pytest.approx(1.0, abs=1e-6)
     path = fields["category_path"]
@@ -160,3 +161,53 @@ def test_feed_query_refeed_and_partial_update(engine_factory, exports, dataset, 
     assert closeness[top] < hits[0][1]
     assert top not in dict(nearest(engine.url, query))
     assert count(engine.url, "product") == 300
+    # The sellers' vectors follow their products' new ones.
+    from model_export.feed import seller_vectors
+
+    seller = market.products.set_index("product_id").loc[top, "seller_id"]
+    old_vector = get(engine.url, "seller", seller)["embedding"]["values"]
+    assert main([*refresh[:-3], "--types", "seller", "--no-progress"]) == 0
+    stored = get(engine.url, "seller", seller)
+    expected = seller_vectors(market, product_ids, changed)[seller]
+    np.testing.assert_allclose(stored["embedding"]["values"], expected, atol=1e-6)
+    assert not np.allclose(old_vector, expected, atol=1e-3)
+    assert stored["seller_id"] == seller  # a partial update: the rest of the document stays
+
+
+def test_consumable_context_popularity_purchases_and_seller_vectors(exports, dataset):
+    from model_export.feed import seller_documents, seller_vectors
+    from model_export.popularity import context_popularity
+
+    market = load_dataset(dataset)
+    manifest = Manifest.read(exports["lightgcn"])
+    ids, table = read_embeddings(exports["lightgcn"], manifest, "product")
+    products = {d["id"]: d["fields"] for d in product_documents(market, ids, table)}
+    flags = market.products.set_index("product_id")["consumable"]
+    assert all(products[p]["consumable"] == bool(flags[p]) for p in ids)
+    positives = market.events[market.events["event_type"].isin(market.info.positive_events)]
+    lifts = context_popularity(positives, ids)
+    with_events = [p for p, cells in zip(ids, lifts, strict=True) if cells]
+    assert with_events and all("ctx_popularity" in products[p] for p in with_events)
+    sample = products[with_events[0]]["ctx_popularity"]
+    assert sample["all"] == pytest.approx(
+        (positives["product_id"] == with_events[0]).sum() / len(positives) * len(ids), rel=1e-5
+    )
+
+    user_ids, users = read_embeddings(exports["lightgcn"], manifest, "user")
+    docs = {d["id"]: d["fields"] for d in user_documents(market, user_ids, users, ids)}
+    buys = market.events[market.events["event_type"] == "purchase"]
+    buyer = buys["user_id"].iloc[0]
+    newest = buys[buys["user_id"] == buyer].sort_values("timestamp")["product_id"].iloc[-1]
+    assert docs[buyer]["recent_purchases"][0] == newest
+    assert set(docs[buyer]["recent_purchases"]) == set(buys[buys["user_id"] == buyer]["product_id"])
+
+    # Seller vectors: the normalised mean of normalised product vectors, weights 1 + purchases.
+    vectors = seller_vectors(market, ids, table)
+    seller = market.products["seller_id"].iloc[0]
+    mine = market.products[market.products["seller_id"] == seller]["product_id"]
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    sales = buys["product_id"].value_counts()
+    expected = sum((1 + sales.get(p, 0)) * unit[ids.index(p)] for p in mine)
+    np.testing.assert_allclose(vectors[seller], expected / np.linalg.norm(expected), atol=1e-6)
+    docs = {d["id"]: d["fields"] for d in seller_documents(market, vectors)}
+    assert np.linalg.norm(docs[seller]["embedding"]["values"]) == pytest.approx(1.0, abs=1e-6)

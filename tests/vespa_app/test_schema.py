@@ -31,7 +31,8 @@ def test_package_schemas_parse(schemas):
     assert product.fields["product_id"].match == "word" and product.fields["product_id"].rank_filter
     assert product.fields["category_path"].type.spec == "array<string>"
     assert product.fields["title"].is_text_index and product.fields["title"].stemming == "none"
-    assert not product.fields["margin"].is_summary
+    assert product.fields["margin"].is_summary  # the re-ranker's margin rule reads it
+    assert product.fields["consumable"].type.kind == "bool"
     assert product.fieldsets["default"].fields == ("title", "description")
     assert product.document_summaries["card"].fields == (
         "product_id",
@@ -51,7 +52,7 @@ def test_rank_profile_inheritance_is_resolved(schemas):
     assert ranking.first_phase.expression == "ann + 0.1 * fresh + 0.05 * pop"
     assert ranking.match_features == ("ann", "fresh", "pop")
     assert ranking.rank_properties == {"freshness(created_at).maxAge": "2592000"}
-    assert ranking.global_phase.rerank_count == 200
+    assert ranking.global_phase.rerank_count == 500
     assert features.global_phase.expression == "model_score + 0.05 * fresh"
     assert features.match_features[-1] == "attribute(created_at)"
     assert features.summary_features == ("model_score",)

@@ -27,7 +27,7 @@ def test_project_package_services_and_query_profile() -> None:
     services = load_services(PROJECT_PACKAGE)
     assert services.search and services.document_api and not services.ignore_undefined_fields
     assert services.document_types == {"product": "shop", "user": "shop", "seller": "shop"}
-    assert load_query_profile(PROJECT_PACKAGE) == {"maxHits": "400", "maxOffset": "1000"}
+    assert load_query_profile(PROJECT_PACKAGE) == {"maxHits": "500", "maxOffset": "1000"}
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_recommendations_with_context(client, market):
     assert [item["position"] for item in body["items"]] == list(range(1, 51))
     first = body["items"][0]
     assert set(first["explanation"]) == {"scores", "source", "rules", "supported_by"}
-    assert first["explanation"]["source"] == "ann"
+    assert first["explanation"]["source"] in ("ann", "walk", "ann+walk")
     assert body["summary"]["context"]["device"] == "desktop"
     assert {"user_lookup", "retrieve_and_rank", "rerank", "total"} <= set(body["latency_ms"])
     # No seller above the configured share of the top 50.
@@ -85,7 +85,11 @@ def test_sellers(client, market):
     user_id = _active_user(client, market)
     body = client.get(f"/api/sellers?user_id={user_id}&k=3").get_json()
     assert 1 <= len(body["sellers"]) <= 3
-    assert "no seller embeddings" in body["method"]
+    assert body["method"] == "seller embedding closeness to the user embedding"
+    scores = [s["score"] for s in body["sellers"]]
+    assert scores == sorted(scores, reverse=True)
+    cold = client.get("/api/sellers?user_id=brand-new-seller-fan&k=3").get_json()
+    assert cold["strategy"] == "cold_start" and "no user embedding" in cold["method"]
     assert client.get("/api/sellers").status_code == 400
 
 
@@ -217,3 +221,52 @@ def test_the_export_manifest_sets_the_residual_ranker_weight(tmp_path):
     )
     assert app.config["PIPELINE"].config.retrieval_weight == 2.5
     close_app(app)
+
+
+def test_inspect_adds_the_stages(client, market):
+    user_id = _active_user(client, market)
+    plain = client.get(f"/api/recommendations?user_id={user_id}&k=10").get_json()
+    assert "stages" not in plain
+    body = client.get(f"/api/recommendations?user_id={user_id}&k=10&inspect=1").get_json()
+    assert set(body["stages"]) == {"candidates", "ranked", "reranked"}
+    assert [r["product_id"] for r in body["stages"]["reranked"]] == [
+        i["product_id"] for i in body["items"]
+    ]
+    assert body["stage_counts"]["reranked"] == 10
+    assert body["stage_counts"]["candidates"] >= len(body["stages"]["candidates"]) > 0
+    bad = client.get(f"/api/recommendations?user_id={user_id}&inspect=yes")
+    assert bad.status_code == 400 and bad.get_json()["parameter"] == "inspect"
+
+
+def test_because_you_bought_follows_purchase_events(client, market):
+    user_id = _active_user(client, market)
+    before = client.get(f"/api/because?user_id={user_id}&rows=2&k=4").get_json()
+    bought = client.get(f"/api/recommendations?user_id={user_id}&k=5").get_json()["items"][0]
+    event = {"user_id": user_id, "product_id": bought["product_id"], "event_type": "purchase"}
+    assert client.post("/api/events", json=event).status_code == 201
+    after = client.get(f"/api/because?user_id={user_id}&rows=2&k=4").get_json()
+    assert after["rows"][0]["anchor"]["product_id"] == bought["product_id"]
+    assert len(after["rows"][0]["items"]) == 4
+    assert after["rows"] != before["rows"]
+    shown = {i["product_id"] for row in after["rows"] for i in row["items"]}
+    assert bought["product_id"] not in shown
+    for query, parameter in (("rows=0", "rows"), ("k=51", "k"), ("", "user_id")):
+        uid = f"user_id={user_id}&" if parameter != "user_id" else ""
+        response = client.get(f"/api/because?{uid}{query}")
+        assert response.status_code == 400 and response.get_json()["parameter"] == parameter
+
+
+def test_a_purchased_durable_never_comes_back(client, market):
+    consumable = set(market.products.loc[market.products["consumable"], "product_id"])
+    user_id = [u for u in market.users["user_id"]][5]
+    items = client.get(f"/api/recommendations?user_id={user_id}&k=50").get_json()["items"]
+    ids = [i["product_id"] for i in items]
+    durable = next(p for p in ids if p not in consumable)
+    repeat = next(p for p in ids if p in consumable)
+    for product_id in (durable, repeat):
+        event = {"user_id": user_id, "product_id": product_id, "event_type": "purchase"}
+        assert client.post("/api/events", json=event).status_code == 201
+    body = client.get(f"/api/recommendations?user_id={user_id}&k=50&inspect=1").get_json()
+    assert durable not in [i["product_id"] for i in body["items"]]
+    assert durable not in [r["product_id"] for r in body["stages"]["ranked"]]
+    assert body["summary"]["excluded_products"] >= 1

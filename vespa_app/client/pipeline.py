@@ -2,19 +2,24 @@
 
 1. candidates: ``nearestNeighbor`` over product embeddings with the user's embedding
    (``targetHits`` up to 10,000), hard eligibility in YQL (in stock, excluded categories,
-   ``!(product_id in (@seen))``);
+   ``!(product_id in (@seen))`` with seen = recent history and purchases that are not
+   consumable), merged with graph-walk candidates (random walks with restart from the user's
+   recent items on the export's item-user graph, :mod:`vespa_app.client.graph_walk`); each
+   candidate keeps its source (``ann``, ``walk`` or ``ann+walk``);
 2. ranking: the ``ranking`` profile's global-phase (history encoder + ranker ONNX) over the top
-   ``rerank_count`` of them, in the same Vespa query (``query(q_user)``, ``query(hist)``,
-   ``query(ctx)``, ``query(retrieval_weight)``: W of a residual ranker, docs/ranker.md), returning
-   ``rank_hits`` (the package's maxHits, 400);
-3. re-ranking: :class:`~vespa_app.client.rerank.Reranker` (diversity, freshness, fairness,
-   business rules) to the top ``k``, with explanations.
+   ``rerank_count`` (500) of the ANN candidates in the same Vespa query, and over the walk
+   candidates in a second query with the same profile and inputs;
+3. re-ranking: :class:`~vespa_app.client.rerank.Reranker` (diversity, freshness, margin,
+   fairness, business rules) to the top ``k``, with explanations.
 
-A ranking failure (Vespa error or timeout) degrades to a retrieval-profile query and retrieval
+A ranking failure (Vespa error or timeout) degrades to retrieval-profile queries and retrieval
 order, reported in ``degraded``; only a Vespa that answers nothing at all raises. Users unknown
 to Vespa, without an embedding, or with fewer than ``cold_start_min_interactions`` recent
-interactions get the cold-start list: popularity (profile ``default``) interleaved with the
-categories the shopper just browsed.
+interactions get the cold-start list: popularity in the request's context (device, daypart;
+profile ``context_popularity``) interleaved with the categories the shopper just browsed.
+
+Also: similar products, "because you bought X" rows, trending in categories, new arrivals and
+sellers to follow (seller embeddings), and the history update of an event.
 """
 
 from __future__ import annotations
@@ -24,52 +29,72 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from model_export.query import HISTORY_LENGTH, ranking_inputs
 from vespa_app.client.context import context_vector
+from vespa_app.client.graph_walk import ItemGraph, WalkConfig, load_graph
+from vespa_app.client.queries import eligibility, popularity_inputs, positive, quote, vector
 from vespa_app.client.rerank import Candidate, HistoryItem, RequestContext, Reranker
+from vespa_app.client.rerank.candidates import RankedItem
+from vespa_app.client.rows import CatalogRows, ProductNotFound
+from vespa_app.client.vectors import ProductVectors, load_product_vectors
 from vespa_app.client.vespa import VespaClient, VespaError
 
-RECENT = 50  # recent_product_ids / recent_item_idx kept in the user document (model_export.feed)
+RECENT = 50  # recent_product_ids / recent_item_idx / recent_purchases kept (model_export.feed)
 RETRIEVAL_WEIGHT_QUERY = "input.query(retrieval_weight)"
-
-
-class ProductNotFound(LookupError):
-    def __init__(self, product_id: str) -> None:
-        self.product_id = product_id
-        super().__init__(f"unknown product {product_id!r}")
+ANN, WALK, BOTH = "ann", "walk", "ann+walk"
+__all__ = [
+    "PipelineConfig",
+    "ProductNotFound",
+    "RecommendationContext",
+    "RecommendationPipeline",
+    "RecommendationResult",
+    "load_item_index",
+    "load_retrieval_weight",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     target_hits: int = 10_000  # stage 1 nearestNeighbor targetHits
-    rank_hits: int = 400  # stage 2 hits returned; the package's query profile caps hits at 400
-    rerank_count: int = 400  # ranking.globalPhase.rerankCount (profile default 200)
+    rank_hits: int = 500  # stage 2 hits returned; the package's query profile caps hits at 500
+    rerank_count: int = 500  # ranking.globalPhase.rerankCount (the profile's own is 500 too)
     retrieval_profile: str = "retrieval"
     ranking_profile: str = "ranking"
-    popularity_profile: str = "default"
+    # Cold start, trending: popularity under the request's context keys (device, daypart).
+    popularity_profile: str = "context_popularity"
+    follow_profile: str = "follow"  # sellers to follow: closeness of seller embeddings
     cold_start_min_interactions: int = 3
     cold_start_hits: int = 200
     excluded_categories: tuple[str, ...] = ()  # always excluded, on top of the request's
-    # The product schema has no consumable flag, so every product in the user's recent
-    # positive history (clicks, favourites, carts, purchases: the newest 50) is excluded, which
-    # covers every recent purchase, consumables included. False: only the caller's list.
+    # Products of the user's recent positive history (the newest 50 clicks, favourites, carts,
+    # purchases) are excluded unless consumable; purchases always are unless consumable.
+    # False: only purchases and the caller's lists.
     exclude_recent_history: bool = True
     locations: tuple[str, ...] = ()  # the training data's sorted location names (ctx codes)
-    explain_history: bool = True  # fetch history items' categories for "supported_by"
+    explain_history: bool = True  # history items for "supported_by"
     # W of a residual ranker (score = scorer + W * cos(user, candidate)), sent as
     # input.query(retrieval_weight); the export manifest's ranker.retrieval_weight
     # (load_retrieval_weight). 0: a ranker without the residual term.
     retrieval_weight: float = 0.0
+    walk_candidates: int = 50  # graph-walk candidates merged into stage 1 (0: no walk)
+    walk_seeds: int = 10  # the newest recent items the walks start from
+    walk: WalkConfig = dataclasses.field(default_factory=WalkConfig)
+    inspect_limit: int = 100  # rows shown per stage by recommend(inspect=True)
 
     def __post_init__(self) -> None:
-        for name in ("target_hits", "rank_hits", "rerank_count", "cold_start_hits"):
+        for name in ("target_hits", "rank_hits", "rerank_count", "cold_start_hits", "walk_seeds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("walk_candidates", "inspect_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"PipelineConfig.{name} must be an integer >= 0, got {value!r}")
         w = self.retrieval_weight
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
             raise ValueError(f"PipelineConfig.retrieval_weight must be a finite number, got {w!r}")
@@ -84,7 +109,10 @@ class RecommendationContext:
     location: str | None = None
     browsed_categories: tuple[str, ...] = ()  # newest first; feeds the cold-start mix
     excluded_categories: tuple[str, ...] = ()
-    exclude_product_ids: tuple[str, ...] = ()  # e.g. purchases from the event store
+    exclude_product_ids: tuple[str, ...] = ()  # always excluded
+    # Purchases the caller knows of (e.g. the event store): excluded unless consumable, as are
+    # those in the user document's recent_purchases.
+    purchased_product_ids: tuple[str, ...] = ()
     now: int | None = None  # epoch seconds; default: the clock
 
 
@@ -96,13 +124,16 @@ class RecommendationResult:
     degraded: str | None
     latency_ms: dict[str, float]
     summary: dict[str, Any]
+    # recommend(inspect=True) only: stage -> rows (see _stage_row), and stage -> total count.
+    stages: dict[str, list[dict[str, Any]]] | None = None
+    stage_counts: dict[str, int] | None = None
 
     @property
     def product_ids(self) -> list[str]:
         return [item["product_id"] for item in self.items]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "user_id": self.user_id,
             "strategy": self.strategy,
             "degraded": self.degraded,
@@ -110,6 +141,10 @@ class RecommendationResult:
             "latency_ms": self.latency_ms,
             "summary": self.summary,
         }
+        if self.stages is not None:
+            out["stages"] = self.stages
+            out["stage_counts"] = self.stage_counts
+        return out
 
 
 def load_item_index(export_dir: Path | str) -> dict[str, int]:
@@ -136,19 +171,6 @@ def load_retrieval_weight(export_dir: Path | str) -> float:
     return float(value)
 
 
-def _quote(value: str) -> str:
-    return json.dumps(value)  # a YQL string literal: double quotes, escaped
-
-
-def _vector(value: Any) -> list[float] | None:
-    """A stored tensor as the document API returns it ({"values": [...]} or a plain list)."""
-    if isinstance(value, dict):
-        value = value.get("values")
-    if isinstance(value, list) and value and all(isinstance(x, int | float) for x in value):
-        return [float(x) for x in value]
-    return None
-
-
 class _Timer:
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -165,8 +187,24 @@ class _Timer:
         return self.ms
 
 
+@dataclasses.dataclass
+class _Stage12:
+    """What stages 1 and 2 hand to the re-ranker, and what the inspector shows of them."""
+
+    candidates: list[Candidate]  # ranked order (ranker score, or retrieval when degraded)
+    degraded: str | None = None
+    timing: dict[str, Any] | None = None
+    matched: int = 0  # documents stage 1 matched (Vespa's totalCount, + walk-only hits)
+    walk_scores: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 class RecommendationPipeline:
-    """Thread-safe: the client, the re-ranker and the config are shared, state is per call."""
+    """Thread-safe: the client, the re-ranker and the config are shared, state is per call.
+
+    ``graph`` (the export's item-user graph) turns on walk candidates; ``vectors`` (the export's
+    product vectors) gives candidates and history items their embeddings for MMR and for
+    ``supported_by`` by cosine. Both come from the export folder (:meth:`from_export`).
+    """
 
     def __init__(
         self,
@@ -174,13 +212,43 @@ class RecommendationPipeline:
         reranker: Reranker | None = None,
         config: PipelineConfig | None = None,
         item_index: Mapping[str, int] | None = None,
+        graph: ItemGraph | None = None,
+        vectors: ProductVectors | None = None,
     ) -> None:
         self.vespa = vespa
         self.reranker = reranker if reranker is not None else Reranker()
         self.config = config if config is not None else PipelineConfig()
         self.item_index = dict(item_index or {})
+        self.graph = graph
+        self.vectors = vectors
+        cfg = self.config
+        self.rows = CatalogRows(
+            vespa, cfg.retrieval_profile, cfg.popularity_profile, cfg.follow_profile, cfg.rank_hits
+        )
         self._user_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # The walk query runs beside the ANN query (two Vespa requests in flight, not in turn).
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline")
+
+    @classmethod
+    def from_export(
+        cls,
+        vespa: VespaClient,
+        export_dir: Path | str,
+        reranker: Reranker | None = None,
+        config: PipelineConfig | None = None,
+    ) -> RecommendationPipeline:
+        """A pipeline with the export's item index, item-user graph (walk candidates, when the
+        export has ``graph.npz``) and product vectors. ``config.retrieval_weight`` stays the
+        caller's: ``load_retrieval_weight(export_dir)`` reads the export's."""
+        return cls(
+            vespa,
+            reranker,
+            config,
+            item_index=load_item_index(export_dir),
+            graph=load_graph(export_dir),
+            vectors=load_product_vectors(export_dir),
+        )
 
     # ----- recommendations ---------------------------------------------------------------------
 
@@ -190,7 +258,10 @@ class RecommendationPipeline:
         k: int = 50,
         context: RecommendationContext | None = None,
         seller_exposure: Mapping[str, float] | None = None,
+        inspect: bool = False,
     ) -> RecommendationResult:
+        """The page for ``user_id``. ``inspect=True`` adds ``stages`` (candidates, ranked,
+        reranked rows; the first two cut at ``config.inspect_limit``) and ``stage_counts``."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         context = context or RecommendationContext()
@@ -200,19 +271,25 @@ class RecommendationPipeline:
         timer.lap("user_lookup")
         recent_ids = [str(p) for p in user.get("recent_product_ids") or []]
         recent_idx = [int(i) for i in user.get("recent_item_idx") or []]
+        purchased = list(
+            dict.fromkeys([*context.purchased_product_ids, *(user.get("recent_purchases") or [])])
+        )
+        looked_up = self._lookup(list(dict.fromkeys([*recent_ids, *purchased])))
+        timer.lap("history")
         seen = set(context.exclude_product_ids)
+        repeatable = {p for p, doc in looked_up.items() if doc.get("consumable")}
+        seen.update(p for p in purchased if p not in repeatable)
         if self.config.exclude_recent_history:
-            seen.update(recent_ids)
+            seen.update(p for p in recent_ids if p not in repeatable)
         excluded = tuple(
             dict.fromkeys(self.config.excluded_categories + context.excluded_categories)
         )
-        embedding = _vector(user.get("embedding"))
+        embedding = vector(user.get("embedding"))
         cold = embedding is None or len(recent_ids) < self.config.cold_start_min_interactions
 
-        degraded = None
         if cold:
             strategy = "cold_start"
-            candidates = self._cold_start(context.browsed_categories, seen, excluded)
+            stage = self._cold_start(context, seen, excluded)
             timer.lap("retrieve")
         else:
             strategy = "personalized"
@@ -221,14 +298,17 @@ class RecommendationPipeline:
             ctx = context_vector(
                 context.hour, context.device, context.location, gap, self.config.locations
             )
-            candidates, degraded, timing = self._retrieve_and_rank(
-                embedding, recent_idx, ctx.tolist(), seen, excluded
+            walk = self._walk(recent_ids, seen)
+            timer.lap("walk")
+            stage = self._retrieve_and_rank(
+                embedding, recent_idx, ctx.tolist(), seen, excluded, walk
             )
             timer.lap("retrieve_and_rank")
-            if timing:
-                timer.ms["vespa_querytime"] = round(float(timing.get("querytime", 0)) * 1000, 3)
-        history = self._history(recent_ids) if self.config.explain_history else ()
-        timer.lap("history")
+            if stage.timing:
+                querytime = float(stage.timing.get("querytime", 0))
+                timer.ms["vespa_querytime"] = round(querytime * 1000, 3)
+        history = self._history_items(recent_ids, looked_up) if self.config.explain_history else ()
+        candidates = self._with_vectors(stage.candidates)
         request = RequestContext(
             user_id=user_id,
             now=now,
@@ -250,19 +330,49 @@ class RecommendationPipeline:
         summary = dict(result.summary)
         summary["excluded_products"] = len(seen)
         summary["excluded_categories"] = list(excluded)
-        return RecommendationResult(
-            user_id, strategy, items, degraded, timer.total(), _jsonable(summary)
+        summary["sources"] = _count(c.source for c in candidates)
+        out = RecommendationResult(
+            user_id, strategy, items, stage.degraded, timer.total(), _jsonable(summary)
         )
+        if inspect:
+            out.stages, out.stage_counts = self._stages(stage, result.items)
+        return out
 
-    def _filters(self, seen: Iterable[str], excluded: Sequence[str]) -> tuple[str, dict[str, str]]:
-        clauses = ["in_stock = true"]
-        params: dict[str, str] = {}
-        seen = sorted(seen)
-        if seen:
-            clauses.append("!(product_id in (@seen))")
-            params["seen"] = ",".join(seen)
-        clauses += [f"!(category_path contains {_quote(c)})" for c in excluded]
-        return " and ".join(clauses), params
+    def _stages(
+        self, stage: _Stage12, reranked: Sequence[RankedItem]
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+        limit = self.config.inspect_limit
+        walk = stage.walk_scores
+        by_retrieval = sorted(
+            stage.candidates, key=lambda c: (-c.retrieval_score, c.product_id)
+        )  # stage 1's own order
+        stages = {
+            "candidates": [_stage_row(c, walk) for c in by_retrieval[:limit]],
+            "ranked": [_stage_row(c, walk) for c in stage.candidates[:limit]],
+            "reranked": [
+                _stage_row(
+                    item.candidate,
+                    walk,
+                    final=item.final_score,
+                    moved_by=list(dict.fromkeys(r["rule"] for r in item.rules)),
+                )
+                for item in reranked
+            ],
+        }
+        counts = {
+            "candidates": max(stage.matched, len(stage.candidates)),
+            "ranked": len(stage.candidates),
+            "reranked": len(reranked),
+        }
+        return _jsonable(stages), counts
+
+    def _walk(self, recent_ids: Sequence[str], seen: set[str]) -> dict[str, float]:
+        """product_id -> visit share of walks from the newest recent items (empty: no graph)."""
+        cfg = self.config
+        if self.graph is None or cfg.walk_candidates == 0 or not recent_ids:
+            return {}
+        seeds = list(dict.fromkeys(recent_ids))[: cfg.walk_seeds]
+        return self.graph.walk_ids(seeds, cfg.walk, sorted(seen), cfg.walk_candidates)
 
     def _retrieve_and_rank(
         self,
@@ -271,44 +381,99 @@ class RecommendationPipeline:
         ctx: list[float],
         seen: set[str],
         excluded: Sequence[str],
-    ) -> tuple[list[Candidate], str | None, dict[str, Any] | None]:
+        walk: Mapping[str, float],
+    ) -> _Stage12:
+        """Stage 1 + 2: the ANN query (NN, then the ranking profile's global-phase over its top
+        rerank_count) and, with walk candidates, a second query ranking exactly those with the
+        same profile and inputs. ``rank(walk ids, NN)`` matches only the walk ids but gives
+        them the ANN closeness the profile needs (``ann`` in the first phase, ``retrieval_cos``
+        of a residual ranker)."""
         cfg = self.config
-        filters, params = self._filters(seen, excluded)
+        filters, params = eligibility(seen, excluded)
         nn = f"({{targetHits:{cfg.target_hits}}}nearestNeighbor(embedding, q_user))"
-        base = {
-            "yql": f"select * from product where {nn} and {filters}",
-            "input.query(q_user)": embedding,
-            "hits": cfg.rank_hits,
-            "presentation.timing": True,
-            **params,
-        }
-        ranked = {
-            **base,
+        queries = [(ANN, f"select * from product where {nn} and {filters}", params)]
+        if walk:
+            walk_nn = f"({{targetHits:{len(walk)}}}nearestNeighbor(embedding, q_user))"
+            where = f"rank(product_id in (@walk), {walk_nn}) and {filters}"
+            queries.append(
+                (WALK, f"select * from product where {where}", {**params, "walk": ",".join(walk)})
+            )
+        ranking = {
             **ranking_inputs(recent_idx[:HISTORY_LENGTH], ctx),
             RETRIEVAL_WEIGHT_QUERY: float(cfg.retrieval_weight),
             "ranking.profile": cfg.ranking_profile,
             "ranking.globalPhase.rerankCount": cfg.rerank_count,
         }
+        base = {"input.query(q_user)": embedding, "presentation.timing": True}
+        degraded = None
         try:
-            payload = self.vespa.search(ranked, what="ranking query")
-            hits = self.vespa.hits(payload)
-            return (
-                [self._candidate(h, "ann", ranked=True) for h in hits],
-                None,
-                payload.get("timing"),
+            results = self._together(
+                [
+                    lambda s=source, y=yql, e=extra: self._ranked_hits(
+                        y, {**base, **ranking, **e}, s, "ranking query"
+                    )
+                    for source, yql, extra in queries
+                ]
             )
+            ranked = True
         except VespaError as e:
             # Degrade: same candidates, retrieval profile, no ONNX. If this fails too, raise.
             degraded = f"ranker unavailable: {e}"
-        payload = self.vespa.search(
-            {**base, "ranking.profile": cfg.retrieval_profile}, what="retrieval query"
-        )
-        hits = self.vespa.hits(payload)
-        return (
-            [self._candidate(h, "ann", ranked=False) for h in hits],
+            retrieval = {**base, "ranking.profile": cfg.retrieval_profile}
+            results = self._together(
+                [
+                    lambda s=source, y=yql, e=extra: self._ranked_hits(
+                        y, {**retrieval, **e}, s, "retrieval query"
+                    )
+                    for source, yql, extra in queries
+                ]
+            )
+            ranked = False
+        merged: dict[str, tuple[str, dict[str, Any]]] = {}
+        for source, hits, _ in results:
+            for hit in hits:
+                pid = hit["fields"]["product_id"]
+                if pid in merged:
+                    merged[pid] = (BOTH, merged[pid][1])
+                else:
+                    merged[pid] = (source, hit)
+        candidates = [self._candidate(hit, source, ranked) for source, hit in merged.values()]
+        # One list in the ranking's order: both queries scored with the same profile and
+        # inputs, so the scores compare; the walk query's hits are all within its rerank count.
+        key = (lambda c: c.ranker_score) if ranked else (lambda c: c.retrieval_score)
+        candidates.sort(key=lambda c: (-key(c), c.product_id))
+        candidates = candidates[: cfg.rank_hits]
+        ann_total = results[0][2].get("root", {}).get("fields", {}).get("totalCount", 0)
+        walk_only = sum(1 for source, _ in merged.values() if source == WALK)
+        return _Stage12(
+            candidates,
             degraded,
-            payload.get("timing"),
+            results[0][2].get("timing"),
+            matched=int(ann_total) + walk_only,
+            walk_scores=dict(walk),
         )
+
+    def _together(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run the calls concurrently (the first on this thread); results in call order, the
+        first error raised after every call has finished."""
+        futures = [self._pool.submit(call) for call in calls[1:]]
+        try:
+            first = calls[0]()
+        finally:
+            rest = [f.exception() for f in futures]  # wait for all, whatever happened
+        for error in rest:
+            if error is not None:
+                raise error
+        return [first, *(f.result() for f in futures)]
+
+    def _ranked_hits(
+        self, yql: str, body: dict[str, Any], source: str, what: str
+    ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        hits = self.config.rank_hits
+        if source == WALK:
+            hits = min(hits, len(body["walk"].split(",")))
+        payload = self.vespa.search({"yql": yql, "hits": hits, **body}, what=what)
+        return source, self.vespa.hits(payload), payload
 
     @staticmethod
     def _candidate(
@@ -325,6 +490,7 @@ class RecommendationPipeline:
         else:
             retrieval = relevance  # the retrieval profile's first-phase: retrieval order
         created = f.get("created_at")
+        margin = f.get("margin")
         return Candidate(
             product_id=str(f["product_id"]),
             seller_id=str(f.get("seller_id", "")),
@@ -332,36 +498,50 @@ class RecommendationPipeline:
             retrieval_score=retrieval,
             ranker_score=relevance if ranked else None,
             created_at=int(created) if created is not None else None,
+            margin=float(margin) if isinstance(margin, int | float) else 0.0,
             price=float(f.get("price", 0.0)),
             in_stock=bool(f.get("in_stock", True)),
             source=source,
         )
 
+    def _with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
+        if self.vectors is None:
+            return candidates
+        found = self.vectors.many(c.product_id for c in candidates)
+        return [
+            dataclasses.replace(c, embedding=found[c.product_id]) if c.product_id in found else c
+            for c in candidates
+        ]
+
     def _cold_start(
-        self, browsed: Sequence[str], seen: set[str], excluded: Sequence[str]
-    ) -> list[Candidate]:
-        """Popularity interleaved with the browsed categories (newest first), one from each list
-        in turn; scores fall with the mixed rank so the re-ranker starts from that order."""
+        self, context: RecommendationContext, seen: set[str], excluded: Sequence[str]
+    ) -> _Stage12:
+        """Popularity in the request's context interleaved with the browsed categories (newest
+        first), one from each list in turn; scores fall with the mixed rank so the re-ranker
+        starts from that order."""
         cfg = self.config
-        filters, params = self._filters(seen, excluded)
+        filters, params = eligibility(seen, excluded)
+        weights = popularity_inputs(cfg.popularity_profile, context.hour, context.device)
+        hits_wanted = min(cfg.rank_hits, cfg.cold_start_hits)
         lists: list[tuple[str, list[dict[str, Any]]]] = []
-        browsed = [c for c in dict.fromkeys(browsed) if c not in excluded][:5]
+        browsed = [c for c in dict.fromkeys(context.browsed_categories) if c not in excluded][:5]
         for category in browsed:
             body = {
                 "yql": f"select * from product where {filters} "
-                f"and category_path contains {_quote(category)}",
-                "ranking.profile": cfg.popularity_profile,
-                "hits": min(cfg.rank_hits, cfg.cold_start_hits),
+                f"and category_path contains {quote(category)}",
+                "hits": hits_wanted,
+                **weights,
                 **params,
             }
             lists.append((f"browsed:{category}", self.vespa.hits(self.vespa.search(body))))
         body = {
             "yql": f"select * from product where {filters}",
-            "ranking.profile": cfg.popularity_profile,
-            "hits": min(cfg.rank_hits, cfg.cold_start_hits),
+            "hits": hits_wanted,
+            **weights,
             **params,
         }
-        lists.append(("popularity", self.vespa.hits(self.vespa.search(body, what="popularity"))))
+        payload = self.vespa.search(body, what="popularity")
+        lists.append(("popularity", self.vespa.hits(payload)))
         mixed: dict[str, tuple[str, dict[str, Any]]] = {}
         for i in range(max((len(h) for _, h in lists), default=0)):
             for source, hits in lists:
@@ -369,74 +549,95 @@ class RecommendationPipeline:
                     pid = hits[i]["fields"]["product_id"]
                     mixed.setdefault(pid, (source, hits[i]))
         n = len(mixed)
-        return [
+        candidates = [
             self._candidate(hit, source, ranked=False, score=1.0 - rank / max(n, 1))
             for rank, (source, hit) in enumerate(mixed.values())
         ]
+        total = payload.get("root", {}).get("fields", {}).get("totalCount", n)
+        return _Stage12(candidates, matched=int(total))
 
-    def _history(self, recent_ids: Sequence[str]) -> tuple[HistoryItem, ...]:
-        """The user's recent products with their categories (for the re-ranker's supported_by)."""
-        ids = list(dict.fromkeys(recent_ids))[:RECENT]
-        if not ids:
-            return ()
+    def _lookup(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """product_id -> fields (category_path, consumable) of these products; {} on a failed
+        lookup, which then excludes every purchase (none is known to be consumable)."""
+        if not product_ids:
+            return {}
         body = {
-            "yql": "select * from product where product_id in (@hist)",
-            "hist": ",".join(ids),
-            "hits": len(ids),
+            "yql": "select product_id, category_path, consumable from product "
+            "where product_id in (@ids)",
+            "ids": ",".join(product_ids),
+            "hits": min(len(product_ids), self.config.rank_hits),
         }
         try:
             hits = self.vespa.hits(self.vespa.search(body, what="history lookup"))
         except VespaError:
-            return ()  # explanations lose supported_by; the list itself is unaffected
-        paths = {
-            h["fields"]["product_id"]: tuple(h["fields"].get("category_path") or ()) for h in hits
-        }
-        return tuple(HistoryItem(p, paths[p]) for p in ids if p in paths)
+            return {}
+        return {h["fields"]["product_id"]: h["fields"] for h in hits}
 
-    # ----- similar products and sellers ---------------------------------------------------------
+    def _history_items(
+        self, recent_ids: Sequence[str], looked_up: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[HistoryItem, ...]:
+        """The recent products with categories and, where the export has them, vectors (the
+        re-ranker's supported_by uses the closest by cosine, else the category)."""
+        ids = [p for p in dict.fromkeys(recent_ids) if p in looked_up][:RECENT]
+        vectors = self.vectors.many(ids) if self.vectors is not None else {}
+        return tuple(
+            HistoryItem(p, tuple(looked_up[p].get("category_path") or ()), vectors.get(p))
+            for p in ids
+        )
+
+    # ----- similar products, rows, sellers -------------------------------------------------------
 
     def product(self, product_id: str) -> dict[str, Any]:
-        doc = self.vespa.get_document("product", product_id)
-        if doc is None:
-            raise ProductNotFound(product_id)
-        return doc
+        """The product document's fields; unknown product: ProductNotFound."""
+        return self.rows.product(product_id)
 
     def similar(self, product_id: str, k: int = 20) -> list[dict[str, Any]]:
         """Nearest in-stock products to the product's own embedding, itself excluded."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        doc = self.product(product_id)
-        embedding = _vector(doc.get("embedding"))
-        if embedding is None:
-            return []
-        # The retrieval profile orders by closeness + freshness + popularity; similarity is
-        # closeness alone, so fetch every NN match and sort by it here.
-        k = min(k, self.config.rank_hits)
-        hits_wanted = min(max(k, 100), self.config.rank_hits)
-        nn = f"({{targetHits:{hits_wanted}}}nearestNeighbor(embedding, q_user))"
-        body = {
-            "yql": f"select * from product where {nn} and in_stock = true "
-            "and !(product_id in (@self))",
-            "self": product_id,
-            "input.query(q_user)": embedding,
-            "ranking.profile": self.config.retrieval_profile,
-            "hits": hits_wanted,
-        }
-        out = []
-        for hit in self.vespa.hits(self.vespa.search(body, what="similar products")):
-            f = hit["fields"]
-            out.append(
-                {
-                    "product_id": f["product_id"],
-                    "title": f.get("title"),
-                    "seller_id": f.get("seller_id"),
-                    "category_path": f.get("category_path") or [],
-                    "price": f.get("price"),
-                    "closeness": (f.get("matchfeatures") or {}).get("ann"),
-                }
-            )
-        out.sort(key=lambda item: (-(item["closeness"] or 0.0), item["product_id"]))
-        return out[:k]
+        return self.rows.similar(product_id, k)
+
+    def because_you_bought(
+        self,
+        user_id: str,
+        rows: int = 3,
+        k: int = 10,
+        context: RecommendationContext | None = None,
+    ) -> list[dict[str, Any]]:
+        """One row per recent purchase (the user document's ``recent_purchases``, then the
+        context's ``purchased_product_ids``; newest first, at most ``rows``): ``{anchor: the
+        purchased product, items: the k in-stock products nearest to its embedding}``. Left out
+        of every row: the user's recent history, purchases, the context's excluded products and
+        earlier rows' items (each row adds something new)."""
+        rows, k = positive("rows", rows), positive("k", k)
+        context = context or RecommendationContext()
+        user = self.vespa.get_document("user", user_id) or {}
+        anchors = list(
+            dict.fromkeys([*(user.get("recent_purchases") or []), *context.purchased_product_ids])
+        )
+        exclude = {*(user.get("recent_product_ids") or []), *context.exclude_product_ids}
+        return self.rows.because_you_bought(anchors, exclude, rows, k)
+
+    def trending(
+        self,
+        categories: Sequence[str] = (),
+        k: int = 20,
+        context: RecommendationContext | None = None,
+    ) -> list[dict[str, Any]]:
+        """The most popular in-stock products under any of ``categories`` (all when empty), in
+        the request's context (device, daypart) when given; the context's excluded products and
+        categories apply."""
+        context = context or RecommendationContext()
+        return self.rows.trending(
+            categories,
+            k,
+            context.hour,
+            context.device,
+            context.exclude_product_ids,
+            context.excluded_categories,
+        )
+
+    def new_arrivals(self, k: int = 20, categories: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The newest in-stock products, under any of ``categories`` when given."""
+        return self.rows.new_arrivals(k, categories)
 
     def sellers(
         self,
@@ -445,11 +646,23 @@ class RecommendationPipeline:
         context: RecommendationContext | None = None,
         seller_exposure: Mapping[str, float] | None = None,
     ) -> dict[str, Any]:
-        """Sellers of the user's top 50 recommendations, by discounted position weight.
-
-        There are no seller embeddings yet: a seller's score is sum(1 / log2(position + 1)) over
-        its products in the re-ranked list. Sellers flagged ``is_blocked`` are left out.
-        """
+        """Sellers to follow: the sellers whose embedding (the sales-weighted mean of their
+        products', model_export.feed) is closest to the user's, blocked ones left out, each
+        with its products nearest to the user. A user without an embedding (cold) gets the
+        sellers of their cold-start list, by discounted position: sum(1 / log2(position + 1))."""
+        k = positive("k", k)
+        user = self.vespa.get_document("user", user_id) or {}
+        embedding = vector(user.get("embedding"))
+        if embedding is not None:
+            found = self.rows.sellers_to_follow(embedding, k)
+            if found:
+                return {
+                    "user_id": user_id,
+                    "strategy": "personalized",
+                    "degraded": None,
+                    "method": "seller embedding closeness to the user embedding",
+                    "sellers": found,
+                }
         rec = self.recommend(user_id, 50, context, seller_exposure)
         scores: dict[str, float] = {}
         products: dict[str, list[str]] = {}
@@ -473,11 +686,12 @@ class RecommendationPipeline:
             )
             if len(out) == k:
                 break
+        reason = "no user embedding" if embedding is None else "no seller embeddings"
         return {
             "user_id": user_id,
             "strategy": rec.strategy,
             "degraded": rec.degraded,
-            "method": "position-weighted share of the user's top 50 (no seller embeddings yet)",
+            "method": f"position-weighted share of the user's top 50 ({reason})",
             "sellers": out,
         }
 
@@ -487,8 +701,11 @@ class RecommendationPipeline:
         with self._locks_guard:
             return self._user_locks.setdefault(user_id, threading.Lock())
 
-    def add_to_history(self, user_id: str, product_id: str, timestamp: int) -> dict[str, Any]:
-        """Put ``product_id`` first in the user's recent history (partial update, create=true).
+    def add_to_history(
+        self, user_id: str, product_id: str, timestamp: int, event_type: str | None = None
+    ) -> dict[str, Any]:
+        """Put ``product_id`` first in the user's recent history (partial update, create=true);
+        a ``purchase`` also puts it first in ``recent_purchases``.
 
         A product already there moves to the front. Products outside the export (no item_idx)
         enter ``recent_product_ids`` but not ``recent_item_idx`` (the encoder cannot read them).
@@ -500,14 +717,43 @@ class RecommendationPipeline:
             ids = [product_id, *ids][:RECENT]
             idx = [self.item_index[p] for p in ids if p in self.item_index]
             updated = max(int(user.get("updated_at") or 0), int(timestamp))
-            fields = {
+            fields: dict[str, Any] = {
                 "user_id": user_id,
                 "recent_product_ids": ids,
                 "recent_item_idx": idx,
                 "updated_at": updated,
             }
+            if event_type == "purchase":
+                bought = [p for p in user.get("recent_purchases") or [] if p != product_id]
+                fields["recent_purchases"] = [product_id, *bought][:RECENT]
             self.vespa.update_document("user", user_id, fields, create=True)
             return fields
+
+
+def _count(values: Iterable[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[str(value)] = out.get(str(value), 0) + 1
+    return out
+
+
+def _stage_row(
+    c: Candidate,
+    walk: Mapping[str, float],
+    final: float | None = None,
+    moved_by: list[str] | None = None,
+) -> dict[str, Any]:
+    """One inspector row: the stage scores of a candidate (final and moved_by: re-ranked only)."""
+    return {
+        "product_id": c.product_id,
+        "seller_id": c.seller_id,
+        "source": c.source,
+        "retrieval_score": c.retrieval_score,
+        "ranker_score": c.ranker_score,
+        "walk_score": walk.get(c.product_id),
+        "final_score": final,
+        "moved_by": moved_by or [],
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -55,7 +55,7 @@ def market(built: Built):
 def pipeline(engine: EngineProcess, built: Built) -> Iterator[RecommendationPipeline]:
     client = VespaClient(engine.url, timeout=10.0)
     config = PipelineConfig(locations=locations(built))
-    yield RecommendationPipeline(client, config=config, item_index=load_item_index(built.export))
+    yield RecommendationPipeline.from_export(client, built.export, config=config)
     client.close()
 
 
@@ -180,12 +180,14 @@ def test_unknown_and_light_users_get_cold_start(pipeline, market):
     # Popularity without browsing: the most popular in-stock products lead.
     plain = pipeline.recommend("nobody-here", 10)
     assert plain.strategy == "cold_start" and len(plain.items) == 10
-    # A user with two interactions is still cold; their two products are excluded.
+    # A user with two interactions is still cold; their two products are excluded unless
+    # consumable.
     pipeline.add_to_history("light-user", plain.product_ids[0], 1_700_000_000)
     pipeline.add_to_history("light-user", plain.product_ids[1], 1_700_000_100)
     light = pipeline.recommend("light-user", 10)
     assert light.strategy == "cold_start"
-    assert not set(light.product_ids) & set(plain.product_ids[:2])
+    consumable = set(market.products.loc[market.products["consumable"], "product_id"])
+    assert not set(light.product_ids) & (set(plain.product_ids[:2]) - consumable)
 
 
 def test_broken_ranking_degrades_to_retrieval_order(pipeline, market, monkeypatch):
@@ -271,15 +273,40 @@ def test_similar_products(pipeline, market):
         pipeline.similar("no-such-product")
 
 
-def test_sellers_rank_the_sellers_of_the_top_list(pipeline, market):
+def test_sellers_to_follow_are_the_closest_seller_embeddings(pipeline, market, built):
+    from model_export.export import read_embeddings
+    from model_export.feed import seller_vectors
+    from model_export.manifest import Manifest
+
     user_id = _users_with_history(pipeline, market, 1)[0]
     out = pipeline.sellers(user_id, k=5)
-    assert 1 <= len(out["sellers"]) <= 5
-    scores = [s["score"] for s in out["sellers"]]
-    assert scores == sorted(scores, reverse=True)
-    top = pipeline.recommend(user_id, 50)
-    first_seller = top.items[0]["seller_id"]
-    assert first_seller in [s["seller_id"] for s in out["sellers"]]
+    assert out["method"] == "seller embedding closeness to the user embedding"
+    assert len(out["sellers"]) == 5
+    # The feeder's seller vectors against the stored user vector, by exact cosine.
+    manifest = Manifest.read(built.export)
+    product_ids, table = read_embeddings(built.export, manifest, "product")
+    vectors = seller_vectors(market, product_ids, table)
+    user = np.asarray(pipeline.vespa.get_document("user", user_id)["embedding"]["values"])
+    by_cosine = sorted(vectors, key=lambda s: -float(vectors[s] @ user))
+    assert [s["seller_id"] for s in out["sellers"]] == by_cosine[:5]
+    for seller in out["sellers"]:
+        assert seller["products"] and all(
+            market.products.set_index("product_id").loc[p, "seller_id"] == seller["seller_id"]
+            for p in seller["products"]
+        )
+    # A blocked seller is not proposed; unblocked, it is back.
+    top = out["sellers"][0]["seller_id"]
+    pipeline.vespa.update_document("seller", top, {"is_blocked": True})
+    try:
+        again = pipeline.sellers(user_id, k=5)
+        assert top not in [s["seller_id"] for s in again["sellers"]]
+        assert [s["seller_id"] for s in again["sellers"]] == by_cosine[1:6]
+    finally:
+        pipeline.vespa.update_document("seller", top, {"is_blocked": False})
+    # A user without an embedding: the sellers of the cold-start list.
+    cold = pipeline.sellers("nobody-follows", k=3)
+    assert cold["strategy"] == "cold_start" and "no user embedding" in cold["method"]
+    assert 1 <= len(cold["sellers"]) <= 3
 
 
 def test_unreachable_vespa_is_a_clear_error():
@@ -289,3 +316,212 @@ def test_unreachable_vespa_is_a_clear_error():
     client.close()
     with pytest.raises(ValueError, match="http"):
         VespaClient("localhost:8080")
+
+
+# ----- issue 7 features: inspector, consumables, walk candidates, rows, cold start, new items ---
+
+
+def test_inspect_shows_the_three_stages(pipeline, market):
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    plain = pipeline.recommend(user_id, 20)
+    assert plain.stages is None and "stages" not in plain.to_dict()
+    result = pipeline.recommend(user_id, 20, inspect=True)
+    body = result.to_dict()
+    assert set(body["stages"]) == {"candidates", "ranked", "reranked"}
+    stages, counts = result.stages, result.stage_counts
+    keys = {
+        "product_id", "seller_id", "source", "retrieval_score", "ranker_score", "walk_score",
+        "final_score", "moved_by",
+    }  # fmt: skip
+    assert all(set(row) == keys for rows in stages.values() for row in rows)
+    candidates, ranked, reranked = stages["candidates"], stages["ranked"], stages["reranked"]
+    assert len(candidates) == len(ranked) == 100  # the inspector's cut
+    assert counts["candidates"] >= counts["ranked"] > 100 and counts["reranked"] == 20
+    retrieval = [row["retrieval_score"] for row in candidates]
+    assert retrieval == sorted(retrieval, reverse=True)  # stage 1's own order
+    ranker = [row["ranker_score"] for row in ranked]
+    assert ranker == sorted(ranker, reverse=True)
+    assert [row["product_id"] for row in reranked] == result.product_ids
+    assert all(row["final_score"] is None for row in candidates + ranked)
+    for row, item in zip(reranked, result.items, strict=True):
+        assert row["final_score"] == item["explanation"]["scores"]["final"]
+        assert row["moved_by"] == list(
+            dict.fromkeys(r["rule"] for r in item["explanation"]["rules"])
+        )
+    cold = pipeline.recommend("nobody-inspects", 10, inspect=True)
+    assert cold.stage_counts["reranked"] == 10 and cold.stages["ranked"][0]["ranker_score"] is None
+
+
+def test_purchased_non_consumables_never_come_back_consumables_may(pipeline, market):
+    consumable = set(market.products.loc[market.products["consumable"], "product_id"])
+    user_id = _users_with_history(pipeline, market, 2)[1]
+    first = pipeline.recommend(user_id, 50)
+    durable = next(p for p in first.product_ids if p not in consumable)
+    repeat = next(p for p in first.product_ids if p in consumable)
+    for i, product_id in enumerate((durable, repeat)):
+        pipeline.add_to_history(user_id, product_id, 2_000_000_000 + i, event_type="purchase")
+    doc = pipeline.vespa.get_document("user", user_id)
+    assert doc["recent_purchases"][:2] == [repeat, durable]
+    wide = RecommendationPipeline(
+        pipeline.vespa, config=dataclasses.replace(pipeline.config, inspect_limit=500),
+        graph=pipeline.graph, vectors=pipeline.vectors,
+    )  # fmt: skip
+    after = wide.recommend(user_id, 50, inspect=True)
+    assert durable not in after.product_ids
+    ranked = [row["product_id"] for row in after.stages["ranked"]]
+    assert durable not in ranked
+    assert repeat in ranked  # the consumable stays eligible
+    # The caller's purchase list works the same way, for purchases the user document lacks.
+    other = _users_with_history(pipeline, market, 3)[2]
+    base = pipeline.recommend(other, 50)
+    durable = next(p for p in base.product_ids if p not in consumable)
+    context = RecommendationContext(purchased_product_ids=(durable,))
+    assert durable not in pipeline.recommend(other, 50, context).product_ids
+
+
+def test_walk_candidates_are_merged_and_keep_their_source(pipeline, market, monkeypatch):
+    assert pipeline.graph is not None  # the export's graph.npz
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    result = pipeline.recommend(user_id, 50, inspect=True)
+    sources = result.summary["sources"]
+    assert set(sources) <= {"ann", "walk", "ann+walk"}
+    assert sources.get("ann+walk", 0) + sources.get("walk", 0) > 0
+    rows = result.stages["ranked"]
+    for row in rows:
+        assert (row["walk_score"] is not None) == (row["source"] in ("walk", "ann+walk"))
+    assert {item["explanation"]["source"] for item in result.items} <= set(sources)
+    # A walk-only candidate (no NN match) is ranked by the same profile and explained.
+    sent = []
+    real = pipeline.vespa.search
+    monkeypatch.setattr(
+        pipeline.vespa, "search", lambda body, *a, **kw: sent.append(body) or real(body, *a, **kw)
+    )
+    narrow = RecommendationPipeline(
+        pipeline.vespa, config=dataclasses.replace(pipeline.config, target_hits=5),
+        graph=pipeline.graph, vectors=pipeline.vectors,
+    )  # fmt: skip
+    result = narrow.recommend(user_id, 50, inspect=True)
+    walk_queries = [b for b in sent if "@walk" in b["yql"]]
+    assert walk_queries and walk_queries[-1]["ranking.profile"] == "ranking"
+    walk_only = [row for row in result.stages["ranked"] if row["source"] == "walk"]
+    assert walk_only and all(row["ranker_score"] is not None for row in walk_only)
+    assert all(0 < row["retrieval_score"] <= 1 for row in walk_only)  # the ANN closeness
+    # Without a graph, stage 1 is ANN only.
+    bare = RecommendationPipeline(pipeline.vespa, config=pipeline.config)
+    assert set(bare.recommend(user_id, 20).summary["sources"]) == {"ann"}
+
+
+def test_supported_by_is_the_closest_history_item_by_cosine(pipeline, market):
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    result = pipeline.recommend(user_id, 10)
+    history = pipeline.vespa.get_document("user", user_id)["recent_product_ids"]
+    vectors = pipeline.vectors
+    for item in result.items:
+        support = item["explanation"]["supported_by"]
+        assert support["reason"] == "embedding_similarity"
+        mine = vectors.get(item["product_id"])
+        best = max(history, key=lambda h: float(vectors.get(h) @ mine))
+        assert support["product_id"] == best
+        assert support["similarity"] == pytest.approx(float(vectors.get(best) @ mine), abs=1e-5)
+    # Without vectors: the category.
+    bare = RecommendationPipeline(pipeline.vespa, config=pipeline.config)
+    reasons = {
+        (item["explanation"]["supported_by"] or {}).get("reason")
+        for item in bare.recommend(user_id, 10).items
+    }
+    assert "embedding_similarity" not in reasons
+
+
+def test_because_you_bought_rows(pipeline, market):
+    user_id = _users_with_history(pipeline, market, 4)[3]
+    bought = pipeline.recommend(user_id, 10).product_ids[:3]
+    for i, product_id in enumerate(bought):
+        pipeline.add_to_history(user_id, product_id, 2_100_000_000 + i, event_type="purchase")
+    rows = pipeline.because_you_bought(user_id, rows=2, k=5)
+    assert [row["anchor"]["product_id"] for row in rows] == bought[::-1][:2]  # newest first
+    doc = pipeline.vespa.get_document("user", user_id)
+    seen = set(doc["recent_product_ids"]) | set(doc["recent_purchases"])
+    shown = [item["product_id"] for row in rows for item in row["items"]]
+    assert len(shown) == 10 and len(set(shown)) == 10 and not set(shown) & seen
+    for row in rows:
+        closeness = [item["closeness"] for item in row["items"]]
+        assert closeness == sorted(closeness, reverse=True)
+        anchor = pipeline.vectors.get(row["anchor"]["product_id"])
+        first = pipeline.vectors.get(row["items"][0]["product_id"])
+        assert row["anchor"]["title"] and float(anchor @ first) > 0
+    assert pipeline.because_you_bought("nobody-bought") == []
+    with pytest.raises(ValueError, match="rows"):
+        pipeline.because_you_bought(user_id, rows=0)
+
+
+def _set_ctx(pipeline, cells: dict[str, dict[str, float]]) -> None:
+    for product_id, lifts in cells.items():
+        pipeline.vespa.update_document("product", product_id, {"ctx_popularity": lifts}, False)
+
+
+def test_cold_start_and_trending_follow_the_request_context(pipeline, market):
+    in_stock = market.products[market.products["in_stock"]]
+    leaf = in_stock["category_id"].value_counts().index[0]
+    a, b = in_stock[in_stock["category_id"] == leaf]["product_id"].iloc[:2]
+    before = {p: pipeline.product(p).get("ctx_popularity") for p in (a, b)}
+    # The data says: a sells on mobile in the evening, b on desktop in the morning.
+    _set_ctx(
+        pipeline,
+        {
+            a: {"all": 50.0, "device:mobile": 200.0, "daypart:evening": 200.0},
+            b: {"all": 50.0, "device:desktop": 200.0, "daypart:morning": 200.0},
+        },
+    )
+    try:
+        mobile = RecommendationContext(hour=20, device="mobile")
+        desktop = RecommendationContext(hour=9, device="desktop")
+        cold_mobile = pipeline.recommend("nobody-ctx", 10, mobile, inspect=True)
+        cold_desktop = pipeline.recommend("nobody-ctx", 10, desktop, inspect=True)
+        # Stage 1 is the context's popularity order; the re-ranker (freshness, MMR) may then
+        # move the leader a few slots.
+        assert cold_mobile.stages["ranked"][0]["product_id"] == a
+        assert cold_desktop.stages["ranked"][0]["product_id"] == b
+        assert a in cold_mobile.product_ids[:5] and b in cold_desktop.product_ids[:5]
+        assert cold_mobile.product_ids != cold_desktop.product_ids
+        trend_mobile = pipeline.trending([leaf], 5, mobile)
+        assert [t["product_id"] for t in trend_mobile][:1] == [a]
+        assert [t["product_id"] for t in pipeline.trending([leaf], 5, desktop)][:1] == [b]
+        assert all(leaf in t["category_path"] for t in trend_mobile)
+        scores = [t["popularity_score"] for t in trend_mobile]
+        assert scores == sorted(scores, reverse=True)
+        # Without context: global popularity ("all"), where a and b tie at 50: both lead.
+        assert {t["product_id"] for t in pipeline.trending([leaf], 2)} == {a, b}
+    finally:
+        _set_ctx(pipeline, {p: v or {} for p, v in before.items()})
+
+
+def test_new_arrivals_are_the_newest_in_stock(pipeline, market):
+    items = pipeline.new_arrivals(8)
+    created = [item["created_at"] for item in items]
+    assert len(items) == 8 and created == sorted(created, reverse=True)
+    in_stock = market.products[market.products["in_stock"]]
+    newest = int(in_stock["created_at"].max().timestamp())
+    assert created[0] == newest
+    leaf = in_stock["category_id"].value_counts().index[0]
+    assert all(leaf in i["category_path"] for i in pipeline.new_arrivals(3, categories=[leaf]))
+
+
+def test_a_product_without_interactions_can_be_recommended(pipeline, market, built):
+    positive = market.events[market.events["event_type"].isin(market.info.positive_events)]
+    in_stock = market.products[market.products["in_stock"]]
+    fresh = sorted(set(in_stock["product_id"]) - set(positive["product_id"]))
+    assert fresh, "the tiny marketplace has in-stock products without events"
+    new = fresh[0]
+    assert new in load_item_index(built.export)  # the export covers every product
+    assert pipeline.similar(new, 5)  # it has an embedding and neighbours
+    # A shopper whose taste is that product's vector gets it recommended.
+    vector = pipeline.product(new)["embedding"]["values"]
+    user_id = _users_with_history(pipeline, market, 5)[4]
+    pipeline.vespa.update_document("user", "new-item-fan", {
+        **{k: v for k, v in pipeline.vespa.get_document("user", user_id).items()
+           if k in ("recent_product_ids", "recent_item_idx", "updated_at")},
+        "embedding": {"values": vector},
+    })  # fmt: skip
+    result = pipeline.recommend("new-item-fan", 50, inspect=True)
+    assert result.strategy == "personalized"
+    assert new in [row["product_id"] for row in result.stages["candidates"]][:5]

@@ -27,7 +27,7 @@ class Candidate:
     price: float = 0.0
     in_stock: bool = True
     embedding: np.ndarray | None = None  # (D,), for MMR similarity and explanations
-    source: str | None = None  # retrieval source, e.g. "ann" or "graph_walk"
+    source: str | None = None  # retrieval source: "ann", "walk", "ann+walk", "popularity", ...
 
 
 @dataclasses.dataclass(frozen=True)
