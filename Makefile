@@ -48,9 +48,9 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# --- the demo pipeline: data -> train -> evaluate ---------------------------------------------
-# A small synthetic marketplace; the baselines, two graph models and a sequence model; then
-# one full-ranking table comparing them (later stages join as they are built).
+# --- the demo pipeline: data -> train -> evaluate -> serve -------------------------------------
+# A small synthetic marketplace; the baselines, two graph models and a sequence model; one
+# full-ranking table comparing them; then the storefront.
 
 $(DEMO_DATA)/dataset.json: $(STAMP)
 	$(PY) -m trainer generate --scale small --seed 7 --out $(DEMO_DATA)
@@ -66,7 +66,10 @@ evaluate: train
 	$(PY) -m trainer compare --dataset $(DEMO_DATA) --models $(subst $(space),$(comma),$(DEMO_MODELS)) \
 		| grep -v '^{'
 
+# Last, the storefront on the embedded engine: a 128-d LightGCN and a residual ranker exported
+# into a copy of the Vespa package, fed, and served at http://127.0.0.1:5000 until Ctrl-C.
 demo: evaluate
+	$(PY) -m webapp.demo --dataset $(DEMO_DATA)
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS)

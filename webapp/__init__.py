@@ -20,12 +20,15 @@ DEFAULTS: dict[str, Any] = {
     "VESPA_TIMEOUT": 2.0,  # seconds, per Vespa request
     "RULES_FILE": None,  # re-ranking rules TOML; None = vespa_app/client/rerank/rules.toml
     "EVENTS_DB": None,  # SQLite file; None = <instance path>/events.sqlite3
-    "EXPORT_DIR": None,  # model export folder: product_ids.json gives item_idx for history
+    # Model export folder: product_ids.json (item_idx for history), graph.npz (walk candidates),
+    # product embeddings (MMR and supported_by by cosine).
+    "EXPORT_DIR": None,
     "LOCATIONS": (),  # the training data's sorted location names (ctx location codes)
     "TARGET_HITS": 10_000,
     "RANKING_PROFILE": "ranking",
     "EXCLUDED_CATEGORIES": (),
     "MAX_K": 200,
+    "DATASET_DIR": None,  # storefront: category/seller names, taxonomy, demo shoppers
 }
 
 # Environment variable -> config key; read at app creation.
@@ -37,6 +40,7 @@ ENVIRONMENT = {
     "MODEL_EXPORT_DIR": "EXPORT_DIR",
     "LOCATIONS": "LOCATIONS",
     "EXCLUDED_CATEGORIES": "EXCLUDED_CATEGORIES",
+    "DATASET_DIR": "DATASET_DIR",
 }
 
 
@@ -59,23 +63,26 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from vespa_app.client.pipeline import (
         PipelineConfig,
         RecommendationPipeline,
-        load_item_index,
         load_retrieval_weight,
     )
     from vespa_app.client.rerank import Reranker
     from vespa_app.client.vespa import VespaClient
     from webapp.api import bp
     from webapp.events import EventStore
+    from webapp.storefront import init_app as init_storefront
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
-    # No sessions or forms in the JSON API yet; a per-process random key keeps Flask's signing
-    # safe when SECRET_KEY is not set.
-    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+    # Signs the storefront's session cookie and CSRF tokens. Unset: a random key per process
+    # (sessions and forms then do not survive a restart or span several processes).
+    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY")
     app.config["DEBUG"] = False
     app.config.update(_from_environment())
     if test_config:
         app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        app.logger.warning("SECRET_KEY is not set: using a random key for this process")
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
 
     if app.config.get("PIPELINE") is None:
         client = app.config.get("VESPA_CLIENT") or VespaClient(
@@ -92,13 +99,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             # W of a residual ranker: the ranking profile adds W * cos(user, product).
             retrieval_weight=load_retrieval_weight(export) if export else 0.0,
         )
-        item_index = load_item_index(export) if export else None
-        app.config["PIPELINE"] = RecommendationPipeline(client, reranker, config, item_index)
+        # With an export: item index, item-user graph (walk candidates) and product vectors.
+        app.config["PIPELINE"] = (
+            RecommendationPipeline.from_export(client, export, reranker, config)
+            if export
+            else RecommendationPipeline(client, reranker, config)
+        )
     if app.config.get("EVENT_STORE") is None:
         path = app.config["EVENTS_DB"] or Path(app.instance_path) / "events.sqlite3"
         app.config["EVENT_STORE"] = EventStore(path)
 
     app.register_blueprint(bp)
+    init_storefront(app)  # HTML pages, CSRF on every form (the JSON API is exempt)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):  # JSON errors everywhere, not HTML pages

@@ -105,10 +105,11 @@ class EventStore:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def purchased(self, user_id: str) -> list[str]:
+        """The products ``user_id`` bought, each once, most recently bought first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT DISTINCT product_id FROM events WHERE user_id = ? AND event_type = "
-                "'purchase' ORDER BY product_id",
+                "SELECT product_id FROM events WHERE user_id = ? AND event_type = 'purchase' "
+                "GROUP BY product_id ORDER BY MAX(event_id) DESC",
                 (user_id,),
             ).fetchall()
         return [r[0] for r in rows]
