@@ -158,3 +158,14 @@ def test_why_this_sentences():
     cold = why({"explanation": {"source": "browsed:home/kitchen", "rules": []}}, {})
     assert cold == ["Found because it is popular in home/kitchen, which you browsed."]
     assert why({}, {}) == []
+
+
+def test_inspector_rows_never_show_a_card_relevance_as_a_stage_score():
+    from webapp.storefront.inspector import _stage_item
+
+    card = {"product_id": "p1", "title": "Pan", "relevance": 7.0}
+    stage = {"product_id": "p1", "retrieval_score": 0.5, "ranker_score": None, "final_score": None}
+    row = _stage_item({**card, **stage}, 1)
+    assert (row["retrieval_score"], row["ranker_score"], row["final_score"]) == (0.5, None, None)
+    # A single-query row has no stage scores: its order is the query's relevance.
+    assert _stage_item(card, 1)["final_score"] == 7.0

@@ -142,9 +142,15 @@ def _stage_item(item: dict[str, Any], position: int) -> dict[str, Any]:
 
 
 def _first(item: dict[str, Any], scores: dict[str, Any], *names: str) -> float | None:
+    """The first of ``names`` that the stage row or its explanation scores carry. A name that is
+    present but null ends the search: a pipeline stage without that score must not show a
+    product card's unrelated ``relevance`` instead."""
     for name in names:
         for source in (item, scores):
-            value = source.get(name)
+            if name not in source:
+                continue
+            value = source[name]
             if isinstance(value, int | float) and not isinstance(value, bool):
                 return float(value)
+            return None
     return None
