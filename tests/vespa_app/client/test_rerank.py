@@ -73,6 +73,17 @@ def test_no_seller_exceeds_share_of_top_50():
     assert result.summary["max_seller_count"] == 10
 
 
+def test_products_without_a_seller_are_not_capped_as_one_seller():
+    # A review dataset's products without a brand have seller_id "": each is its own seller.
+    candidates = [cand(f"a{i}", "", 1000.0 - i) for i in range(60)]
+    candidates += [cand(f"b{i}", "s1", 500.0 - i) for i in range(60)]
+    result = Reranker(rules(diversity={"max_share": 0.2, "max_per_window": 2})).rerank(
+        candidates, ctx()
+    )
+    # Lumped together they would get 10 of 50 slots, two per window; apart, no cap binds.
+    assert [item.candidate.product_id for item in result.items] == [f"a{i}" for i in range(50)]
+
+
 def test_window_cap_holds_in_every_window():
     candidates = [cand(f"a{i}", "s0", 1000.0 - i) for i in range(60)]
     candidates += [cand(f"b{i}", f"s{1 + i % 6}", 500.0 - i) for i in range(60)]

@@ -76,12 +76,27 @@ class CandidateArrays:
         return len(self.candidates)
 
 
+def _seller_codes(kept: list[Candidate]) -> tuple[np.ndarray, list[str]]:
+    """(n,) seller codes and code -> seller_id. Candidates without a seller (``""``: a review
+    dataset's products without a brand, say) each get a code of their own: an unknown seller is
+    not one big seller, so caps and diversity must not lump them together."""
+    codes: dict[str, int] = {}
+    ids: list[str] = []
+    seller = np.empty(len(kept), dtype=np.int64)
+    for i, c in enumerate(kept):
+        code = codes.get(c.seller_id) if c.seller_id else None
+        if code is None:
+            code = len(ids)
+            ids.append(c.seller_id)
+            if c.seller_id:
+                codes[c.seller_id] = code
+        seller[i] = code
+    return seller, ids
+
+
 def candidate_arrays(kept: list[Candidate]) -> CandidateArrays:
     n = len(kept)
-    seller_codes: dict[str, int] = {}
-    seller = np.fromiter(
-        (seller_codes.setdefault(c.seller_id, len(seller_codes)) for c in kept), np.int64, n
-    )
+    seller, seller_ids = _seller_codes(kept)
     # Paths repeat a lot (a few hundred leaf categories at most), so code each distinct path once.
     path_codes: dict[tuple[str, ...], int] = {}
     path_index = np.fromiter(
@@ -134,7 +149,7 @@ def candidate_arrays(kept: list[Candidate]) -> CandidateArrays:
     return CandidateArrays(
         candidates=kept,
         seller=seller,
-        seller_ids=list(seller_codes),
+        seller_ids=seller_ids,
         path_index=path_index,
         paths=unique,
         path_len=(unique >= 0).sum(axis=1),
