@@ -9,8 +9,12 @@ those). Also recorded: training seconds, epochs, and for the sampled graph model
 training step spent sampling.
 
 Datasets: a folder name under ../shared/data (any supported format, e.g. ``beauty_s3rec``), a
-path to a dataset folder, or ``marketplace-<scale>`` for the synthetic marketplace
-(``trainer.data.synthetic.generate(scale, seed=0)``).
+path to a dataset folder, or ``marketplace-<scale>[@seed]`` for the synthetic marketplace
+(``trainer.data.synthetic.generate(scale, seed)``, seed 0 by default; another generator seed
+gives another draw of users, products and new listings, e.g. a second new-item slice).
+
+``--seeds 0,1`` trains every model once per seed: a row holds the mean of each metric, and
+``seeds`` the per-seed values of the table's metrics (with the prior weights each run chose).
 
     nice -n 15 python -m benchmarks.graph_models --datasets beauty_s3rec,marketplace-medium
 """
@@ -57,7 +61,8 @@ def load(name: str) -> InteractionData:
     if name.startswith("marketplace-"):
         from trainer.data.synthetic import generate
 
-        return split_dataset(generate(name.removeprefix("marketplace-"), seed=0))
+        scale, _, seed = name.removeprefix("marketplace-").partition("@")
+        return split_dataset(generate(scale, seed=int(seed or 0)))
     from trainer.data.loaders import load_dataset
 
     folder = Path(name)
@@ -68,18 +73,20 @@ def load(name: str) -> InteractionData:
     return split_dataset(load_dataset(folder))
 
 
-def configure(cls, budget: float, threads: int) -> Any:
+def configure(cls, budget: float, threads: int, seed: int = 0) -> Any:
     fields = {field.name for field in dataclasses.fields(cls.config_class)}
-    wanted: dict[str, Any] = {"threads": threads, "seed": 0}
+    wanted: dict[str, Any] = {"threads": threads, "seed": seed}
     if "time_budget" in fields:  # the budget, not an epoch count, ends training
         wanted.update(time_budget=budget, epochs=1000)
     wanted.update(OVERRIDES.get(cls.name, {}))
     return cls.config_class(**{key: value for key, value in wanted.items() if key in fields})
 
 
-def run_model(name: str, data: InteractionData, budget: float, threads: int) -> dict[str, Any]:
+def run_model(
+    name: str, data: InteractionData, budget: float, threads: int, seed: int = 0
+) -> dict[str, Any]:
     cls = all_models()[name]
-    config = configure(cls, budget, threads)
+    config = configure(cls, budget, threads, seed)
     model = cls(config, data.num_users, data.num_items)
     start = time.perf_counter()
     report = model.fit(data, progress=False)
@@ -102,10 +109,34 @@ def run_model(name: str, data: InteractionData, budget: float, threads: int) -> 
         best_epoch=report.best_epoch,
         config=dataclasses.asdict(config),
     )
+    prior = getattr(model, "prior", None)
+    if prior is not None:  # the graph models' score priors, chosen on validation
+        row["prior"] = dataclasses.asdict(prior)
     shares = [r["sample_share"] for r in report.history if "sample_share" in r]
     if shares:
         row["sample_share"] = round(sum(shares) / len(shares), 3)
         row["epoch_s"] = round(report.history[-1]["seconds"], 1)
+    return row
+
+
+def run_seeds(
+    name: str, data: InteractionData, budget: float, threads: int, seeds: list[int]
+) -> dict[str, Any]:
+    """One row: the first seed's row with every number replaced by the mean over ``seeds``."""
+    runs = {seed: run_model(name, data, budget, threads, seed) for seed in seeds}
+    row = dict(runs[seeds[0]])
+    if len(seeds) > 1:
+        for key in row:
+            values = [run.get(key) for run in runs.values()]
+            if all(isinstance(v, float | int) and not isinstance(v, bool) for v in values):
+                row[key] = float(sum(values) / len(values))
+        row["seeds"] = {
+            str(seed): {
+                **{key: run[key] for key in (*SHOWN, "best_epoch") if key in run},
+                **({"prior": run["prior"]} if "prior" in run else {}),
+            }
+            for seed, run in runs.items()
+        }
     return row
 
 
@@ -122,6 +153,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
     parser.add_argument(
+        "--seeds", default="0", help="comma-separated training seeds; rows hold their mean"
+    )
+    parser.add_argument(
         "--results",
         default="graph_models",
         help="name of the results file (benchmarks/results/NAME.json); a partial rerun can keep "
@@ -130,7 +164,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    results: dict[str, Any] = {"budget_s": args.budget, "threads": args.threads, "datasets": {}}
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    results: dict[str, Any] = {
+        "budget_s": args.budget,
+        "threads": args.threads,
+        "seeds": seeds,
+        "datasets": {},
+    }
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         start = time.perf_counter()
         data = load(dataset)
@@ -146,7 +186,7 @@ def main() -> None:
         results["datasets"][dataset] = entry
         for name in models:
             logging.info("== %s on %s", name, dataset)
-            rows[name] = run_model(name, data, args.budget, args.threads)
+            rows[name] = run_seeds(name, data, args.budget, args.threads, seeds)
             write_results(
                 args.results, results, module="graph_models"
             )  # partial results survive an interruption

@@ -22,6 +22,11 @@ Inference is full-graph (every neighbour, no sampling). Product vectors are comp
 training graph when ``fit`` ends and kept (``item_embeddings``); user vectors are computed from
 ``data.history(stage)`` whenever a stage is scored, so users with newer history are embedded
 from it. :meth:`HeteroGNNRecommender.embed` embeds both on any later graph (new products included).
+
+Scores add the priors of :mod:`trainer.graph.priors` (popularity for short histories; category
+affinity times freshness for products with no events) with weights chosen on validation after
+training from ``prior_grid`` / ``cold_grid``; the defaults here keep them off (GAT), GraphSAGE
+turns them on.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from trainer.graph.features import (
     ProductFeatures,
     interaction_view,
 )
+from trainer.graph.priors import PriorWeights, StagePriors, select_weights
 from trainer.graph.sampling import HeteroNeighborSampler
 from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport
@@ -77,6 +83,13 @@ class HeteroGNNConfig:
     # simulation): products with no interactions yet are embedded from catalogue features alone,
     # and without this the model never sees such a product as a positive, so they never rank.
     cold_item_rate: float = 0.0
+    # Score priors (trainer.graph.priors), weights chosen on validation after training from
+    # these grids; (0.0,) keeps a prior off. GraphSAGE turns them on.
+    prior_grid: tuple[float, ...] = (0.0,)  # w of the popularity prior
+    cold_grid: tuple[float, ...] = (0.0,)  # beta of the cold-item prior
+    cold_tolerance: float = 0.0  # see trainer.graph.priors.select_weights
+    history_len: int = 20  # recent history items behind n_u and category affinity
+    fresh_half_life_days: float = 14.0
     price_buckets: int = 10
     epochs: int = 30
     eval_every: int = 1
@@ -155,6 +168,8 @@ class HeteroGNNRecommender(Recommender):
         self._items: Tensor | None = None  # (I, D) L2-normalised, from the training graph
         self._users: dict[tuple[int, str], Tensor] = {}  # (id(data), stage) -> (U, D)
         self._cached_data: InteractionData | None = None
+        self._priors: dict[tuple[int, str], StagePriors] = {}  # same keys as _users
+        self.prior = PriorWeights()  # chosen on validation after training
 
     @abstractmethod
     def make_conv(self, edge_type: EdgeType, dim: int) -> nn.Module:
@@ -290,7 +305,19 @@ class HeteroGNNRecommender(Recommender):
             snapshot=snapshot,
             restore=restore,
         )
-        return train_epochs(self.name, config, data, hooks)
+        report = train_epochs(self.name, config, data, hooks)
+        self.prior = select_weights(
+            lambda weights: lambda users: self._score(data, "valid", users, weights),
+            data,
+            config.prior_grid,
+            config.cold_grid,
+            k=config.valid_k,
+            max_users=config.valid_users,
+            seed=config.seed,
+            name=self.name,
+            cold_tolerance=config.cold_tolerance,
+        )
+        return report
 
     def _train_step(
         self,
@@ -356,6 +383,8 @@ class HeteroGNNRecommender(Recommender):
         out = self._full(view, self.features)
         self._items = out["product"]
         self._users = {(id(data), "valid"): out["user"]}
+        if self._cached_data is not data:
+            self._priors = {}
         self._cached_data = data  # keeps id(data) from being reused while cached
 
     def embed(self, data: InteractionData, stage: Stage) -> dict[str, Tensor]:
@@ -373,15 +402,34 @@ class HeteroGNNRecommender(Recommender):
         key = (id(data), stage)
         if key not in self._users or self._cached_data is not data:
             if self._cached_data is not data:
-                self._users = {}
+                self._users, self._priors = {}, {}
             self._users[key] = self.embed(data, stage)["user"]
             self._cached_data = data
         return self._users[key]
 
-    def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> Tensor:
+    def _stage_priors(self, data: InteractionData, stage: Stage) -> StagePriors:
+        self._user_table(data, stage)  # resets the caches when ``data`` changed
+        key = (id(data), stage)
+        if key not in self._priors:
+            config = self.config
+            self._priors[key] = StagePriors.build(
+                data, stage, config.history_len, config.fresh_half_life_days
+            )
+        return self._priors[key]
+
+    def _score(
+        self, data: InteractionData, stage: Stage, users: np.ndarray, weights: PriorWeights
+    ) -> Tensor:
         self._require()
         table = self._user_table(data, stage)
-        return table[torch.as_tensor(np.asarray(users), dtype=torch.long)] @ self._items.T
+        users = np.asarray(users)
+        scores = table[torch.as_tensor(users, dtype=torch.long)] @ self._items.T
+        if not weights.active:
+            return scores
+        return self._stage_priors(data, stage).add_to(scores, users, weights)
+
+    def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> Tensor:
+        return self._score(data, stage, users, self.prior)
 
     def item_embeddings(self) -> Tensor:
         self._require()
@@ -400,6 +448,8 @@ class HeteroGNNRecommender(Recommender):
             "features": self.features.state(),
             "event_types": list(self.event_types),
             "items": self._items.clone(),
+            "prior_weight": self.prior.popularity,
+            "cold_weight": self.prior.cold,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -418,5 +468,8 @@ class HeteroGNNRecommender(Recommender):
         assert self.net is not None
         self.net.load_state_dict(state["net"])
         self._items = state["items"].clone()
-        self._users = {}
+        self.prior = PriorWeights(  # older checkpoints: no priors
+            float(state.get("prior_weight", 0.0)), float(state.get("cold_weight", 0.0))
+        )
+        self._users, self._priors = {}, {}
         self._cached_data = None

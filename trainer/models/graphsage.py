@@ -31,6 +31,11 @@ class GraphSAGEConfig(HeteroGNNConfig):
     # 20% of a batch's products taught the feature-only path new products need.
     merge_events: bool = False
     cold_item_rate: float = 0.2
+    # Score priors (trainer.graph.priors), chosen on validation: popularity for short histories
+    # and, for products with no events, the user's category affinity times freshness.
+    prior_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    cold_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    cold_tolerance: float = 0.02  # overall valid NDCG (relative) traded for new-item recall
 
     def validate(self, name: str) -> None:
         super().validate(name)

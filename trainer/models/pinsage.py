@@ -19,12 +19,14 @@ Ying et al., "Graph Convolutional Neural Networks for Web-Scale Recommender Syst
 - Users are scored through items: a user vector is the mean of the vectors of their
   ``history_len`` most recent distinct positive items (a user with no history gets the
   popularity-weighted mean item).
+- Scores add the priors of :mod:`trainer.graph.priors` (popularity fading with history length;
+  products with no events yet placed by the user's category affinity and their freshness), with
+  weights chosen on validation after training.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +41,11 @@ from trainer.data.graph import build_graph
 from trainer.data.interactions import InteractionData, Stage
 from trainer.data.schema import EVENT_TYPES
 from trainer.graph.features import FeatureEncoder, ProductFeatures, recent_history
+from trainer.graph.priors import PriorWeights, StagePriors, select_weights
 from trainer.graph.sampling import WALK, PinSAGESampler, WalkNodeLoader
 from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport, register
-from trainer.models.baselines.common import is_better, validation_metrics
 from trainer.models.training import EpochHooks, torch_threads, train_epochs
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,14 @@ class PinSAGEConfig:
     hard_low: int = 50  # hard negatives come from similarity ranks [hard_low, hard_high)
     hard_high: int = 500
     history_len: int = 20  # recent items averaged into a user vector
-    # Popularity prior for short histories: score = cos(u, i) + w / (1 + n_u) * pop(i), with
-    # pop(i) = log(1 + positive events of i in the stage's history) scaled to [0, 1] and n_u the
-    # user's distinct history items. A mean of one or two item vectors says little about a user,
-    # and then popularity is the best evidence there is. w is picked on validation NDCG after
-    # training from ``prior_grid`` (0 keeps pure similarity).
+    # Priors (trainer.graph.priors): score = cos(u, i) + w / (1 + n_u) * pop(i), plus for
+    # products with no events beta * affinity(u, category(i)) * fresh(i). w is picked on
+    # validation NDCG after training from ``prior_grid``, then beta from ``cold_grid`` (0 in a
+    # grid keeps that prior off).
     prior_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    cold_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    cold_tolerance: float = 0.02  # overall valid NDCG (relative) traded for new-item recall
+    fresh_half_life_days: float = 14.0  # listing age at which the cold prior halves
     event_types: tuple[str, ...] | None = None  # walk relations; None: positive events
     price_buckets: int = 10
     epochs: int = 20
@@ -156,9 +158,9 @@ class PinSAGE(Recommender):
         self.event_types: tuple[str, ...] = ()
         self._items: Tensor | None = None  # (I, D) L2-normalised
         self._fallback: Tensor | None = None  # (D,) the vector of a user with no history
-        # (data, stage, (user table (U, D), prior share (U,), popularity (I,)))
-        self._users: tuple[InteractionData, str, tuple[Tensor, Tensor, Tensor]] | None = None
-        self._prior_weight = 0.0  # w of the popularity prior; chosen after training
+        # (data, stage, (user table (U, D), priors of that stage))
+        self._users: tuple[InteractionData, str, tuple[Tensor, StagePriors]] | None = None
+        self.prior = PriorWeights()  # chosen on validation after training
 
     @classmethod
     def test_config(cls) -> PinSAGEConfig:
@@ -264,29 +266,18 @@ class PinSAGE(Recommender):
         )
         refresh()  # hard negatives of epoch 2 need a table; epoch 1 uses none
         report = train_epochs(self.name, config, data, hooks)
-        self._prior_weight = self._select_prior(data)
+        self.prior = select_weights(
+            lambda weights: lambda users: self._score(data, "valid", users, weights),
+            data,
+            config.prior_grid,
+            config.cold_grid,
+            k=config.valid_k,
+            max_users=config.valid_users,
+            seed=config.seed,
+            name=self.name,
+            cold_tolerance=config.cold_tolerance,
+        )
         return report
-
-    def _select_prior(self, data: InteractionData) -> float:
-        """The ``prior_grid`` weight with the best validation NDCG@valid_k (0 if no targets)."""
-        best_weight, best_value = 0.0, None
-        for weight in self.config.prior_grid:
-            self._prior_weight = weight
-            with torch.no_grad():
-                metrics = validation_metrics(
-                    lambda users: self.score(data, "valid", users),
-                    data,
-                    k=self.config.valid_k,
-                    max_users=self.config.valid_users,
-                    seed=self.config.seed,
-                )
-            if metrics is None:
-                return 0.0
-            value = metrics[f"NDCG@{self.config.valid_k}"]
-            if is_better(value, best_value):
-                best_weight, best_value = weight, value
-        log.info("pinsage: popularity prior weight %.2f (valid NDCG %.4f)", best_weight, best_value)
-        return best_weight
 
     @torch.no_grad()
     def hard_band(self, chunk: int = 2048) -> Tensor:
@@ -389,7 +380,7 @@ class PinSAGE(Recommender):
         scores[item] = -torch.inf
         return torch.topk(scores, k=min(k, self.num_items - 1)).indices
 
-    def _user_table(self, data: InteractionData, stage: Stage) -> Tensor:
+    def _user_table(self, data: InteractionData, stage: Stage) -> tuple[Tensor, StagePriors]:
         items = self._require()
         if self._users is not None and self._users[0] is data and self._users[1] == stage:
             return self._users[2]
@@ -401,20 +392,22 @@ class PinSAGE(Recommender):
         )
         table = F.normalize(sums, dim=1)
         table[torch.from_numpy(counts == 0)] = self._fallback
-        events = data.positives(data.history(stage))["item_idx"].to_numpy()
-        pop = torch.from_numpy(np.log1p(np.bincount(events, minlength=data.num_items)))
-        pop = (pop / pop.max().clamp(min=1e-12)).float()  # (I,) in [0, 1]
-        shrink = torch.from_numpy(1.0 / (1.0 + counts)).float()  # (U,) prior share
-        self._users = (data, stage, (table, shrink, pop))
+        priors = StagePriors.build(
+            data, stage, self.config.history_len, self.config.fresh_half_life_days
+        )
+        self._users = (data, stage, (table, priors))
         return self._users[2]
 
+    def _score(
+        self, data: InteractionData, stage: Stage, users: np.ndarray, weights: PriorWeights
+    ) -> Tensor:
+        table, priors = self._user_table(data, stage)
+        users = np.asarray(users)
+        scores = table[torch.as_tensor(users, dtype=torch.long)] @ self._items.T
+        return priors.add_to(scores, users, weights)
+
     def score(self, data: InteractionData, stage: Stage, users: np.ndarray) -> Tensor:
-        table, shrink, pop = self._user_table(data, stage)
-        rows = torch.as_tensor(np.asarray(users), dtype=torch.long)
-        scores = table[rows] @ self._items.T
-        if self._prior_weight > 0:
-            scores += (self._prior_weight * shrink[rows])[:, None] * pop[None, :]
-        return scores
+        return self._score(data, stage, users, self.prior)
 
     def item_embeddings(self) -> Tensor:
         return self._require().clone()
@@ -432,7 +425,8 @@ class PinSAGE(Recommender):
             "event_types": list(self.event_types),
             "items": items.clone(),
             "fallback": self._fallback.clone(),
-            "prior_weight": self._prior_weight,
+            "prior_weight": self.prior.popularity,
+            "cold_weight": self.prior.cold,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -452,5 +446,7 @@ class PinSAGE(Recommender):
         self.net.load_state_dict(state["net"])
         self._items = state["items"].clone()
         self._fallback = state["fallback"].clone()
-        self._prior_weight = float(state.get("prior_weight", 0.0))  # older checkpoints: none
+        self.prior = PriorWeights(  # older checkpoints: no priors
+            float(state.get("prior_weight", 0.0)), float(state.get("cold_weight", 0.0))
+        )
         self._users = None

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainer.graph.eventless import with_eventless_products
 from tests.trainer.models.inductive import grown_marketplace, nearest, recall_at
 from tests.trainer.models.planted import planted_marketplace
 from trainer.data.splits import split_dataset
+from trainer.graph.priors import PriorWeights
 from trainer.models.baselines.mostpop import MostPop, MostPopConfig
 from trainer.models.graphsage import GraphSAGE, GraphSAGEConfig
 
@@ -116,3 +118,31 @@ def test_cold_items_hear_nothing_from_users_in_a_training_step(planted):
     product_to_user = [t for t in interactions if t[0] == "product"]
     assert all(seen[t] == 0 for t in user_to_product)
     assert sum(seen[t] for t in product_to_user) > 0
+
+
+def test_prior_weights_come_from_the_grids_and_travel_in_checkpoints(model, planted):
+    assert model.prior.popularity in CONFIG.prior_grid
+    assert min(CONFIG.cold_grid) <= model.prior.cold <= max(CONFIG.cold_grid)
+    clone = GraphSAGE(CONFIG, planted.num_users, planted.num_items)
+    clone.load_state_dict({**model.state_dict(), "prior_weight": 0.4, "cold_weight": 0.2})
+    assert clone.prior == PriorWeights(0.4, 0.2)
+    users = np.arange(planted.num_users)
+    torch.testing.assert_close(
+        clone._score(planted, "test", users, PriorWeights()),
+        model._score(planted, "test", users, PriorWeights()),
+    )
+
+
+def test_eventless_product_ranks_by_the_users_category(model, planted):
+    """Two products with no events, one per cluster: with the cold prior on, users of cluster
+    "a" (even users) rank the "a" one higher, users of cluster "b" the other; without it the
+    feature-only vectors alone decide."""
+    data, new_a, new_b = with_eventless_products(planted)
+    grown = GraphSAGE(CONFIG, data.num_users, data.num_items)
+    grown.load_state_dict({**model.state_dict(), "items": model.embed_items(data, "test")})
+    grown.prior = PriorWeights(cold=1.0)
+    scores = grown.score(data, "test", np.arange(data.num_users))
+    even = np.arange(0, data.num_users, 2)
+    odd = np.arange(1, data.num_users, 2)
+    assert bool((scores[even, new_a] > scores[even, new_b]).all())
+    assert bool((scores[odd, new_b] > scores[odd, new_a]).all())

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.trainer.graph.eventless import with_eventless_products
 from tests.trainer.models.inductive import grown_marketplace, nearest, recall_at
 from tests.trainer.models.planted import planted_marketplace
 from trainer.data.splits import split_dataset
+from trainer.graph.priors import PriorWeights
 from trainer.models.baselines.mostpop import MostPop, MostPopConfig
 from trainer.models.pinsage import PinSAGE, PinSAGEConfig, item_pairs
 
@@ -102,14 +104,14 @@ def test_config_is_checked():
 def test_popularity_prior_adds_a_shrunk_popularity_term(model, planted):
     """score = cos(u, i) + w / (1 + n_u) * log1p(count_i) / max log1p(count)."""
     users = np.arange(planted.num_users)
-    weight = model._prior_weight
+    chosen = model.prior
     try:
-        model._prior_weight = 0.0
+        model.prior = PriorWeights()
         plain = model.score(planted, "test", users)
-        model._prior_weight = 0.5
+        model.prior = PriorWeights(popularity=0.5)
         with_prior = model.score(planted, "test", users)
     finally:
-        model._prior_weight = weight
+        model.prior = chosen
     events = planted.positives(planted.history("test"))
     counts = np.bincount(events["item_idx"].to_numpy(), minlength=planted.num_items)
     pop = np.log1p(counts) / np.log1p(counts).max()
@@ -119,12 +121,27 @@ def test_popularity_prior_adds_a_shrunk_popularity_term(model, planted):
     np.testing.assert_allclose(with_prior.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_prior_weight_is_chosen_from_the_grid_and_kept_in_checkpoints(model, planted):
-    assert model._prior_weight in CONFIG.prior_grid
+def test_prior_weights_are_chosen_from_the_grids_and_kept_in_checkpoints(model, planted):
+    assert model.prior.popularity in CONFIG.prior_grid
+    assert min(CONFIG.cold_grid) <= model.prior.cold <= max(CONFIG.cold_grid)
     clone = PinSAGE(CONFIG, planted.num_users, planted.num_items)
     state = model.state_dict()
-    clone.load_state_dict({**state, "prior_weight": 0.4})
-    assert clone._prior_weight == 0.4
-    legacy = {key: value for key, value in state.items() if key != "prior_weight"}
+    clone.load_state_dict({**state, "prior_weight": 0.4, "cold_weight": 0.2})
+    assert clone.prior == PriorWeights(0.4, 0.2)
+    legacy = {k: v for k, v in state.items() if k not in ("prior_weight", "cold_weight")}
     clone.load_state_dict(legacy)
-    assert clone._prior_weight == 0.0
+    assert clone.prior == PriorWeights()
+
+
+def test_eventless_product_ranks_by_the_users_category(model, planted):
+    """Two products with no events, one per cluster: with the cold prior on, users of cluster
+    "a" (even users) rank the "a" one higher, users of cluster "b" the other."""
+    data, new_a, new_b = with_eventless_products(planted)
+    fresh = PinSAGE(CONFIG, data.num_users, data.num_items)
+    fresh.load_state_dict({**model.state_dict(), "items": model.embed_items(data, "valid")})
+    fresh.prior = PriorWeights(cold=1.0)
+    scores = fresh.score(data, "test", np.arange(data.num_users))
+    even = np.arange(0, data.num_users, 2)
+    odd = np.arange(1, data.num_users, 2)
+    assert bool((scores[even, new_a] > scores[even, new_b]).all())
+    assert bool((scores[odd, new_b] > scores[odd, new_a]).all())
