@@ -85,6 +85,9 @@ def search(engine: SearchEngine, q: np.ndarray, target: int = 10, hits: int = 10
             "input.query(q)": q.tolist(),
             "ranking.profile": "nn",
             "hits": hits,
+            # consistency, not latency, is checked here: Vespa's default 500 ms is too short
+            # for a query racing graph merges on a loaded 2-core machine
+            "timeout": "10s",
         },
     )
     assert status == 200, out

@@ -280,3 +280,36 @@ def test_target_hits_required_and_query_type_checked(world):
         },
     )
     assert status == 400 and "query(nope)" in out["root"]["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("field", list(METRICS))
+def test_large_target_hits_scan_returns_the_exact_top_k(world, field):
+    """targetHits so large that HNSW would visit about every candidate: the engine scans them
+    in one matrix product (float32 ranking, double recompute) and returns the exact top k."""
+    metric = METRICS[field]
+    data = world[2][field]
+    q = data[77] * 0.6 + data[1200] * 0.4
+    allowed = np.flatnonzero(np.arange(N) % 100 < 60)
+    out = query(world, field, q, where=" and cat < 60", target=700, hits=400)
+    dist = reference(metric, data[allowed], q)
+    order = allowed[np.argsort(dist, kind="stable")]
+    got = [hit_index(h) for h in out["root"]["children"]]
+    assert got == list(order[:400])
+    assert out["root"]["fields"]["totalCount"] == 700
+
+
+def test_scan_keeps_rows_that_float32_rounding_would_reorder():
+    """Rows whose float32 distances tie with the k-th are all handed to the double recompute."""
+    from vespa_app.engine.search.matching import distances, scan_candidates
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(64).astype(np.float32)
+    base /= np.linalg.norm(base)
+    # 200 vectors within 1e-7 of each other: float32 cannot order them, double can
+    mat = (base + 1e-7 * rng.standard_normal((200, 64))).astype(np.float32)
+    mat = np.vstack([mat, rng.standard_normal((800, 64)).astype(np.float32)])
+    q = base.astype(np.float64)
+    allowed = np.ones(len(mat), dtype=bool)
+    rows = scan_candidates(mat, "prenormalized-angular", allowed, q, 10)
+    exact = np.argsort(distances("prenormalized-angular", mat, q), kind="stable")[:10]
+    assert set(exact) <= set(rows.tolist())

@@ -312,9 +312,11 @@ def test_42_global_phase_onnx_relevance_matches_onnxruntime(world, onnx_referenc
         assert h["relevance"] == pytest.approx(
             _reference_global(world, onnx_reference, body, h["fields"]["product_id"]), rel=1e-5
         )
-    # the reranked window is the top 200 by first phase; its best 10 by the global score come back
+    # the reranked window is the top rerank-count by first phase; its best 10 by the global score
+    # come back
+    rerank = world[0].schemas["product"].rank_profiles["ranking"].global_phase.rerank_count
     matched = ids(ok(world, None, nn_body(world, hits=400)))
-    window = sorted(matched, key=lambda p: -_first_phase_reference(world, p))[:200]
+    window = sorted(matched, key=lambda p: -_first_phase_reference(world, p))[:rerank]
     best = sorted(window, key=lambda p: -_reference_global(world, onnx_reference, body, p))[:10]
     assert ids(out) == best
 
@@ -358,8 +360,11 @@ def test_45_global_drop_limit(world):
     assert ids(out)[:4] == ids(base)[:4] and all(
         h["relevance"] > limit for h in out["root"]["children"]
     )
-    # only the fetched window (max(offset + hits, R) = 200 hits) takes part; 4 of it stay above
-    assert len(ids(out)) == 4 and dropped_total == 200 - 4
+    # only the fetched window (max(offset + hits, R) hits of the matched) takes part; 4 of it
+    # stay above
+    rerank = world[0].schemas["product"].rank_profiles["ranking"].global_phase.rerank_count
+    window = min(rerank, base["root"]["fields"]["totalCount"])
+    assert len(ids(out)) == 4 and dropped_total == window - 4
 
 
 def test_first_phase_drop_limit_reduces_total_count(world):
@@ -465,7 +470,9 @@ def test_46_match_and_summary_features(world):
 def test_47_history_encoder_runs_once_per_query(world):
     out = ok(world, None, nn_body(world, "ranking", **{"trace.level": 1}))
     message = out["trace"]["children"][0]["message"]
-    assert "history_encoder=1," in message and "ranker=200" in message
+    rerank = world[0].schemas["product"].rank_profiles["ranking"].global_phase.rerank_count
+    window = min(rerank, out["root"]["fields"]["totalCount"])
+    assert "history_encoder=1," in message and f"ranker={window}" in message
 
 
 def test_48_field_selection_summary_and_timing(world):
@@ -479,7 +486,10 @@ def test_48_field_selection_summary_and_timing(world):
     full = ok(world, None, nn_body(world))["root"]["children"][0]
     assert full["id"] == "id:product:product::" + full["fields"]["product_id"]
     assert full["fields"]["sddocname"] == "product" and full["fields"]["documentid"] == full["id"]
-    assert "margin" not in full["fields"] and "embedding" not in full["fields"]
+    # the default summary holds the fields with `summary` in their indexing, nothing else
+    product = world[0].schemas["product"]
+    assert "embedding" not in full["fields"]
+    assert ("margin" in full["fields"]) == product.fields["margin"].is_summary
     assert full["fields"]["price"] == float(
         np.float32(world[2][full["fields"]["product_id"]]["price"])
     )

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from vespa_app.engine.schema import PackageError, Schema
+from vespa_app.engine.search.batch import Batch, per_hit
 from vespa_app.engine.search.errors import QueryError, http_status, unsupported
-from vespa_app.engine.search.executor import Deadline, Hit, SchemaResult, execute
+from vespa_app.engine.search.executor import BATCH_ERRORS, Deadline, Hit, SchemaResult, execute
 from vespa_app.engine.search.expression import ExpressionError
 from vespa_app.engine.search.index import Segment
 from vespa_app.engine.search.matching import Matcher, MatchSettings
@@ -36,6 +37,7 @@ from vespa_app.engine.search.ranking import (
 )
 from vespa_app.engine.search.tensors import Tensor, TensorError, parse_tensor_literal
 from vespa_app.engine.search.yql import Query, Unsupported, YqlError, parse_yql
+from vespa_app.engine.values import render_value
 
 __all__ = ["SearchEngine"]
 
@@ -249,7 +251,12 @@ class SearchEngine:
                     errors.append(e)
             search_done = time.monotonic()
             merged = self._merge(results, query, offset, hits)
-            children = [self._render_hit(results, hit, query, params) for hit in merged]
+            features = self._hit_features(results, merged)
+            plans: dict[str, tuple] = {}
+            children = [
+                self._render_hit(results, hit, query, params, feats, plans)
+                for hit, feats in zip(merged, features, strict=True)
+            ]
         summary_done = time.monotonic()
 
         total = sum(r.total_count for r in results)
@@ -364,45 +371,75 @@ class SearchEngine:
 
     # -- rendering -------------------------------------------------------------------------
 
+    def _hit_features(
+        self, results: list[SchemaResult], merged: list[Hit]
+    ) -> list[tuple[dict, dict] | None]:
+        """Match and summary features of the returned hits, evaluated per schema in one batch
+        (None for a hit whose features have to be evaluated per hit, at rendering)."""
+        out: list[tuple[dict, dict] | None] = [None] * len(merged)
+        for res in results:
+            idx = [i for i, h in enumerate(merged) if h.schema == res.schema.name]
+            mfb, sfb = res.compiled.match_features_batch, res.compiled.summary_features_batch
+            if not idx or mfb is None or sfb is None or not (mfb or sfb):
+                continue
+            pos = np.array([merged[i].pos for i in idx], dtype=np.int64)
+            batch = Batch(res.qs, Ctx(res.qs), pos, res.rows[pos])
+            try:
+                values = [(name, fn(batch)) for name, fn in mfb], [(n, f(batch)) for n, f in sfb]
+            except BATCH_ERRORS:
+                continue
+            columns = [
+                [(name, _feature_column(v, len(idx))) for name, v in part] for part in values
+            ]
+            for j, i in enumerate(idx):
+                mf = {name: col[j] for name, col in columns[0]}
+                sf = {name: col[j] for name, col in columns[1]}
+                out[i] = (mf, sf)
+        return out
+
     def _render_hit(
-        self, results: list[SchemaResult], hit: Hit, query: Query, params: Params
+        self,
+        results: list[SchemaResult],
+        hit: Hit,
+        query: Query,
+        params: Params,
+        features: tuple[dict, dict] | None = None,
+        plans: dict[str, tuple] | None = None,
     ) -> dict:
         res = next(r for r in results if r.schema.name == hit.schema)
         schema = res.schema
         local_id = res.segment.ids[hit.row]
         doc_id = f"id:{schema.name}:{schema.name}::{local_id}"
         stored = self.store.get(schema.name, local_id) or {}
-        summary_name = params.get("presentation.summary") or "default"
-        if summary_name not in schema.document_summaries:
-            raise QueryError(
-                4,
-                f"invalid presentation.summary={summary_name}: "
-                f"unknown summary class in schema '{schema.name}'",
-            )
-        from vespa_app.engine.values import render_value
-
+        plans = {} if plans is None else plans
+        plan = plans.get(schema.name)
+        if plan is None:
+            plan = plans[schema.name] = self._summary_plan(schema, query, params)
+        wanted, with_docid, sddocname = plan
         fields: dict[str, Any] = {}
-        if query.fields is not None:
-            wanted = [f for f in query.fields if f in schema.fields]
-            with_docid = "documentid" in query.fields
-        elif summary_name != "default":
-            wanted = list(schema.document_summaries[summary_name].fields)
-            with_docid = False
-        else:
-            wanted = list(schema.document_summaries["default"].fields)
-            with_docid = True
+        if sddocname:
             fields["sddocname"] = schema.name
         if with_docid:
             fields["documentid"] = doc_id
-        for name in wanted:
-            rendered = render_value(schema.fields[name].type, stored.get(name))
+        for name, ftype, plain in wanted:
+            value = stored.get(name)
+            if value is None:
+                continue
+            if plain:  # numbers and bools as stored; an empty string is omitted
+                if value != "" or ftype.kind != "string":
+                    fields[name] = value
+                continue
+            rendered = render_value(ftype, value)
             if rendered is not None:
                 fields[name] = rendered
-        ctx = Ctx(res.qs).at(hit.pos, hit.row)
-        mf = self._features(res.compiled.match_features, ctx)
+        if features is None:
+            ctx = Ctx(res.qs).at(hit.pos, hit.row)
+            mf = self._features(res.compiled.match_features, ctx)
+            sf = self._features(res.compiled.summary_features, ctx)
+        else:
+            mf, sf = features
         if mf:
             fields["matchfeatures"] = mf
-        sf = self._features(res.compiled.summary_features, ctx)
         if res.compiled.summary_features:
             sf["vespa.summaryFeatures.cached"] = 0.0
             fields["summaryfeatures"] = sf
@@ -419,6 +456,35 @@ class SearchEngine:
         }
 
     @staticmethod
+    def _summary_plan(
+        schema: Schema, query: Query, params: Params
+    ) -> tuple[list[tuple[str, Any, bool]], bool, bool]:
+        """(fields to render with their type and whether the stored value renders as is,
+        with documentid, with sddocname) for one schema and query."""
+        summary_name = params.get("presentation.summary") or "default"
+        if summary_name not in schema.document_summaries:
+            raise QueryError(
+                4,
+                f"invalid presentation.summary={summary_name}: "
+                f"unknown summary class in schema '{schema.name}'",
+            )
+        sddocname = False
+        if query.fields is not None:
+            names = [f for f in query.fields if f in schema.fields]
+            with_docid = "documentid" in query.fields
+        elif summary_name != "default":
+            names = list(schema.document_summaries[summary_name].fields)
+            with_docid = False
+        else:
+            names = list(schema.document_summaries["default"].fields)
+            with_docid = sddocname = True
+        wanted = []
+        for name in names:
+            ftype = schema.fields[name].type
+            wanted.append((name, ftype, ftype.kind not in ("tensor", "array")))
+        return wanted, with_docid, sddocname
+
+    @staticmethod
     def _features(features: list, ctx: Ctx) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, fn in features:
@@ -426,7 +492,7 @@ class SearchEngine:
                 v = fn(ctx)
             except (EvalError, TensorError) as e:
                 raise QueryError(18, f"Feature '{name}' failed: {e}") from None
-            out[name] = v.to_json() if isinstance(v, Tensor) else _render_number(float(v))
+            out[name] = _feature_json(v)
         return out
 
     def _trace(self, results: list[SchemaResult], level: int) -> list[dict]:
@@ -511,6 +577,20 @@ def _parse_input(name: str, ttype, text: str) -> float | Tensor:
         raise QueryError(
             3, f"Could not set 'ranking.features.query({name})' to '{text}': {e}"
         ) from None
+
+
+def _feature_column(value: object, n: int) -> list:
+    """A batch feature value as one rendered JSON value per hit."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        column = value.astype(np.float64, copy=False)
+        if np.isfinite(column).all():
+            return column.tolist()
+        return [_render_number(x) for x in column.tolist()]
+    return [_feature_json(per_hit(value, j)) for j in range(n)]
+
+
+def _feature_json(v: object) -> object:
+    return v.to_json() if isinstance(v, Tensor) else _render_number(float(v))  # type: ignore[arg-type]
 
 
 def _render_number(v: float) -> float | str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vespa_app.engine.schema import Schema
+from vespa_app.engine.search.batch import Batch, Fallback
+from vespa_app.engine.search.batch import scores as batch_scores
 from vespa_app.engine.search.errors import QueryError, unsupported
 from vespa_app.engine.search.index import Segment
 from vespa_app.engine.search.matching import MatchResult, nn_features
@@ -19,6 +21,7 @@ from vespa_app.engine.search.tensors import TensorError, scalar_of
 DEFAULT_RERANK = 100
 KEEP_RANK_COUNT = 10000  # first-phase keep-rank-count default
 CHECK_EVERY = 64
+BATCH_CHUNK = 16384  # hits per batch evaluation
 
 
 @dataclass
@@ -58,15 +61,41 @@ def _score(fn, ctx: Ctx) -> float:
         raise QueryError(18, f"Ranking expression failed: {e}") from None
 
 
+# Anything the batch path cannot do for these values: the per-hit path gives the result or
+# Vespa's error message.
+BATCH_ERRORS = (Fallback, EvalError, TensorError, ValueError, IndexError, TypeError)
+
+
 def _evaluate(
-    fn, qs: QueryState, rows: np.ndarray, positions: np.ndarray, deadline: Deadline
+    fn,
+    qs: QueryState,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    deadline: Deadline,
+    batch_fn=None,
+    window: bool = False,
 ) -> np.ndarray:
+    """One score per position; `window` gives hit i the global-phase window index i."""
+    if batch_fn is not None and len(positions):
+        try:
+            # hits are independent (normalizers never batch), so chunks bound the memory of
+            # per-hit tensors over a large match set
+            parts = []
+            for start in range(0, len(positions), BATCH_CHUNK):
+                pos = positions[start : start + BATCH_CHUNK]
+                win = np.arange(start, start + len(pos)) if window else None
+                batch = Batch(qs, Ctx(qs), pos, rows[pos], win)
+                parts.append(batch_scores(batch_fn(batch), len(pos)))
+                deadline.check()
+            return np.concatenate(parts)
+        except BATCH_ERRORS:
+            pass
     ctx = Ctx(qs)
     out = np.empty(len(positions), dtype=np.float64)
     for i, pos in enumerate(positions):
         if i % CHECK_EVERY == 0:
             deadline.check()
-        out[i] = _score(fn, ctx.at(int(pos), int(rows[pos])))
+        out[i] = _score(fn, ctx.at(int(pos), int(rows[pos]), i if window else 0))
     return out
 
 
@@ -87,6 +116,19 @@ def _rescale(scores: np.ndarray, top: np.ndarray, old: np.ndarray, new: np.ndarr
 def _order(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Indices sorted by score descending; ties by row (document order)."""
     return np.lexsort((rows, -scores))
+
+
+def _top_order(scores: np.ndarray, rows: np.ndarray, m: int) -> np.ndarray:
+    """The first `m` indices of `_order` (all of them when m covers most hits): only the hits
+    scoring at least the m-th best score are sorted, ties at the boundary included."""
+    n = len(scores)
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if m * 4 >= n or np.isnan(scores).any():
+        return _order(scores, rows)[:m]
+    kth = np.partition(-scores, m - 1)[m - 1]
+    cand = np.flatnonzero(-scores <= kth)
+    return cand[_order(scores[cand], rows[cand])][:m]
 
 
 def execute(
@@ -128,7 +170,9 @@ def execute(
         raise unsupported("order by with a second-phase rank profile")
     positions = np.arange(len(rows))
     deadline.check()
-    first = _evaluate(compiled.first_phase, qs, rows, positions, deadline)
+    first = _evaluate(
+        compiled.first_phase, qs, rows, positions, deadline, compiled.first_phase_batch
+    )
     qs.first_phase = first
     limit = drop_limit if drop_limit is not None else profile.first_phase.rank_score_drop_limit
     keep = positions if limit is None else positions[first > limit]
@@ -146,7 +190,9 @@ def execute(
         second = np.full(len(rows), np.nan)
         qs.second_phase = second
         if len(top):
-            new = _evaluate(compiled.second_phase, qs, rows, top, deadline)
+            new = _evaluate(
+                compiled.second_phase, qs, rows, top, deadline, compiled.second_phase_batch
+            )
             second[top] = new
             old = scores[top].copy()
             sub = scores[keep]
@@ -198,19 +244,17 @@ def execute(
         ]
         return SchemaResult(schema, segment, compiled, qs, rows, out, total)
 
-    order = keep[_order(scores[keep], rows[keep])]
+    needed = max(want, R) if has_global and R > 0 else want
+    order = keep[_top_order(scores[keep], rows[keep], needed)]
     if has_global and R > 0:
         window = order[: max(want, R)]
         top = window[:R]
         deadline.check()
         _normalize(compiled, qs, rows, top, deadline)
         old = scores[top].copy()
-        ctx = Ctx(qs)
-        new = np.empty(len(top))
-        for i, p in enumerate(top):
-            if i % CHECK_EVERY == 0:
-                deadline.check()
-            new[i] = _score(compiled.global_phase, ctx.at(int(p), int(rows[p]), i))
+        new = _evaluate(
+            compiled.global_phase, qs, rows, top, deadline, compiled.global_phase_batch, window=True
+        )
         win_scores = scores[window].copy()
         _rescale(win_scores, np.arange(len(top)), old, new)
         glimit = (

@@ -28,6 +28,57 @@ def attribute_key(field: Field, value: object) -> object:
     return value
 
 
+MAX_MAPPED_COLUMNS = 256  # beyond this many labels a mapped attribute is ranked per hit
+
+
+class MappedColumns:
+    """A one-dimension mapped tensor attribute as a (rows x labels) matrix with a presence
+    mask, so a phase can read every hit's cells at once. Rows are never reused, so a removed
+    row's cells can stay (removed rows never match). Past MAX_MAPPED_COLUMNS labels the
+    columns are dropped (`usable` False) and ranking reads the per-row dicts."""
+
+    def __init__(self, capacity: int, dtype: type = np.float32):
+        self.labels: dict[str, int] = {}
+        self.values = np.zeros((capacity, 0), dtype=dtype)
+        self.present = np.zeros((capacity, 0), dtype=bool)
+        self.usable = True
+
+    def grow(self, cap: int) -> None:
+        if not self.usable:
+            return
+        values = np.zeros((cap, self.values.shape[1]), dtype=self.values.dtype)
+        present = np.zeros((cap, self.present.shape[1]), dtype=bool)
+        values[: len(self.values)] = self.values
+        present[: len(self.present)] = self.present
+        self.values, self.present = values, present
+
+    def _column(self, label: str) -> int:
+        col = self.labels.get(label)
+        if col is None:
+            col = self.labels[label] = len(self.labels)
+            if col >= self.values.shape[1]:
+                width = max(4, 2 * self.values.shape[1])
+                extra = width - self.values.shape[1]
+                self.values = np.pad(self.values, ((0, 0), (0, extra)))
+                self.present = np.pad(self.present, ((0, 0), (0, extra)))
+        return col
+
+    def set(self, row: int, cells: dict[str, float]) -> None:
+        if not self.usable:
+            return
+        new = sum(1 for k in cells if k not in self.labels)
+        if len(self.labels) + new > MAX_MAPPED_COLUMNS:
+            self.usable = False
+            self.values = self.values[:0]
+            self.present = self.present[:0]
+            return
+        self.present[row] = False
+        for label, v in cells.items():
+            col = self._column(label)
+            self.values[row, col] = v
+            self.present[row, col] = True
+
+
 class Segment:
     """Search-side state of one document type."""
 
@@ -44,6 +95,8 @@ class Segment:
         self.dense: dict[str, np.ndarray] = {}
         self.has_dense: dict[str, np.ndarray] = {}
         self.mapped: dict[str, dict[int, dict[str, float]]] = {}
+        # one-dimension mapped attributes also as columns (label -> column), for batch ranking
+        self.mapped_columns: dict[str, MappedColumns] = {}
         self.text: dict[str, TextIndex] = {}
         self.hnsw: dict[str, VectorIndex] = {}
         for f in schema.fields.values():
@@ -69,6 +122,9 @@ class Segment:
                         self.hnsw[f.name] = VectorIndex(f, self._vector_reader(f.name))
                 else:
                     self.mapped[f.name] = {}
+                    if len(tt.dims) == 1:
+                        dtype = np.float64 if tt.cell_type == "double" else np.float32
+                        self.mapped_columns[f.name] = MappedColumns(self.capacity, dtype)
 
     def _vector_reader(self, name: str):
         # reads through self.dense at call time: the array is replaced when the segment grows
@@ -98,6 +154,8 @@ class Segment:
         for k in self.dense:
             self.dense[k] = grow(self.dense[k], 0)
             self.has_dense[k] = grow(self.has_dense[k], False)
+        for mc in self.mapped_columns.values():
+            mc.grow(cap)
         self.capacity = cap
 
     def put(self, local_id: str, fields: dict) -> None:
@@ -171,6 +229,9 @@ class Segment:
             v = fields.get(name)
             if v is not None:
                 cells[row] = dict(v)
+                mc = self.mapped_columns.get(name)
+                if mc is not None:
+                    mc.set(row, cells[row])
         for name, ti in self.text.items():
             ti.add(row, fields.get(name))
         return row

@@ -66,8 +66,9 @@ class MatchSettings:
 class NNOperator:
     op: NearestNeighbor
     query: np.ndarray  # float64 query vector
-    rows: np.ndarray  # matched rows (top-k)
+    rows: np.ndarray  # matched rows (top-k), sorted
     exact: bool
+    dist: np.ndarray | None = None  # exact distances of `rows`, reused by nn_features
 
 
 @dataclass
@@ -412,6 +413,12 @@ class Matcher:
 
     # -- nearest neighbor ------------------------------------------------------------------
 
+    def _scan(
+        self, field: str, metric: str, candidates: np.ndarray, qv: np.ndarray, k: int
+    ) -> np.ndarray:
+        mat = self.seg.dense[field][: self.n]
+        return scan_candidates(mat, metric, candidates, qv, k)
+
     def _nearest(self, op: NearestNeighbor, prefilter: np.ndarray) -> NNOperator:
         f = self._field(op.field)
         tt = f.type.tensor
@@ -459,11 +466,25 @@ class Matcher:
         approximate = bool(op.annotations.get("approximate", True)) and op.field in self.seg.hnsw
         metric = f.distance_metric
         exact = not approximate or ratio < self.settings.approximate_threshold
-        if exact:
-            rows = np.flatnonzero(candidates)
+        vi = self.seg.hnsw.get(op.field)
+        explore = int(op.annotations.get("hnsw.exploreAdditionalHits", 0))
+        scanned = None
+        if not exact and f.hnsw is not None and metric in SCAN_METRICS:
+            links = f.hnsw.max_links_per_node
+            if ef_search(k, explore) * links >= n_cand:
+                # The graph would visit about as many vectors as there are candidates: one
+                # BLAS scan is far cheaper and returns the exact top k, which is what the
+                # approximate search approximates (spec §6.2 compares them by recall).
+                scanned = self._scan(op.field, metric, candidates, qv, k)
+        if scanned is not None:
+            rows, exact = scanned, True
+        elif exact:
+            if metric in SCAN_METRICS and n_cand > 4 * k:
+                rows = self._scan(op.field, metric, candidates, qv, k)
+            else:
+                rows = np.flatnonzero(candidates)
         else:
-            vi = self.seg.hnsw[op.field]
-            explore = int(op.annotations.get("hnsw.exploreAdditionalHits", 0))
+            assert vi is not None
             if ratio > self.settings.post_filter_threshold:
                 want = int(
                     min(k / max(ratio, 1e-9), k * self.settings.target_hits_max_adjustment_factor)
@@ -487,8 +508,45 @@ class Matcher:
         if len(rows) > k:
             kth = np.partition(dist, k - 1)[k - 1]
             keep = dist <= kth  # ties at the boundary included
-            rows = rows[keep]
-        return NNOperator(op, qv, np.sort(rows), exact)
+            rows, dist = rows[keep], dist[keep]
+        order = np.argsort(rows)
+        return NNOperator(op, qv, rows[order], exact, dist[order])
+
+
+SCAN_METRICS = ("prenormalized-angular", "dotproduct", "angular", "euclidean")
+SCAN_MARGIN = 1e-4  # relative slack over float32 rounding when picking scan candidates
+
+
+def scan_candidates(
+    mat: np.ndarray, metric: str, candidates: np.ndarray, q: np.ndarray, k: int
+) -> np.ndarray:
+    """Rows that hold the exact top `k` of the candidate rows of `mat` (plus a few more).
+
+    Distances are ranked in float32 (one matrix-vector product), so every row whose float32
+    distance lies within a margin of the k-th is kept; the caller recomputes them in double
+    and keeps the exact top k, so the float32 rounding never changes which rows are returned.
+    """
+    q32 = q.astype(np.float32)
+    with np.errstate(all="ignore"):
+        dots = (mat @ q32).astype(np.float64)
+        if metric == "euclidean":
+            sq = np.einsum("ij,ij->i", mat, mat, dtype=np.float64)
+            approx = sq - 2 * dots
+            scale = float(q @ q) + float(sq[candidates].max(initial=0.0))
+        elif metric == "angular":
+            norms = np.sqrt(np.einsum("ij,ij->i", mat, mat, dtype=np.float64))
+            approx = -np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+            scale = 1.0
+        else:  # prenormalized-angular and dotproduct both rank by -q.a
+            approx = -dots
+            scale = float(np.abs(approx[candidates]).max(initial=0.0))
+    approx[~candidates] = np.inf
+    n_cand = int(np.count_nonzero(candidates))
+    if n_cand <= k:
+        return np.flatnonzero(candidates)
+    kth = np.partition(approx, k - 1)[k - 1]
+    margin = SCAN_MARGIN * (abs(kth) + scale + 1.0)
+    return np.flatnonzero(approx <= kth + margin)
 
 
 def ef_search(target_hits: int, explore_additional: int) -> int:
@@ -539,8 +597,17 @@ def nn_features(result: MatchResult, schema: Schema, segment: Segment, rows: np.
         f = schema.fields[nn.op.field]
         has = segment.has_dense[nn.op.field][rows]
         d = np.full(len(rows), np.inf)
-        if has.any():
-            d[has] = distances(f.distance_metric, segment.vectors(nn.op.field, rows[has]), nn.query)
+        todo = has
+        if nn.dist is not None and len(nn.rows):
+            # the operator's own matches already have their exact distance
+            at = np.minimum(np.searchsorted(nn.rows, rows), len(nn.rows) - 1)
+            known = has & (nn.rows[at] == rows)
+            d[known] = nn.dist[at[known]]
+            todo = has & ~known
+        if todo.any():
+            d[todo] = distances(
+                f.distance_metric, segment.vectors(nn.op.field, rows[todo]), nn.query
+            )
         c = np.zeros(len(rows))
         c[has] = closeness_of(f.distance_metric, d[has])
         d = np.where(has, d, 1.7976931348623157e308)

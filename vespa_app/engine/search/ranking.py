@@ -4,12 +4,17 @@ Spec §6.4/§6.5 (docs.vespa.ai/en/reference/ranking/rank-features.html, ranking
 A compiled node is `fn(ctx) -> float | Tensor`. Nodes whose value depends on the query only
 (query inputs, constants, `now`, ONNX models fed by those) are evaluated once per query and
 cached, which is what makes a query-only history encoder run once per query.
+
+Each phase and feature list also gets a batch function (batch.py) that evaluates the same
+expression over all hits of the phase in numpy, with per-hit ONNX models run once per phase;
+these per-hit closures stay the reference and the fallback.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ import numpy as np
 
 from vespa_app.engine.schema import Constant, OnnxModel, RankProfile, Schema, TensorDim, TensorType
 from vespa_app.engine.search import tensors as T
+from vespa_app.engine.search.batch import BatchCompiler, BFn
 from vespa_app.engine.search.expression import (
     Binary,
     Call,
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
     from vespa_app.engine.search.index import Segment
 
 DEFAULT_MAX_AGE = 7776000.0
+# VESPA_ENGINE_BATCH=0 turns batch evaluation off (per-hit only), to compare the two paths.
+BATCH_EVALUATION = os.environ.get("VESPA_ENGINE_BATCH", "1") != "0"
 MAX_DISTANCE = 1.7976931348623157e308
 
 
@@ -107,6 +115,12 @@ class CompiledProfile:
     summary_features: list[tuple[str, Fn]]
     inputs: dict[str, TensorType | None]
     uses_bm25: set[str]
+    # batch versions (batch.py); None where the expression has to be evaluated per hit
+    first_phase_batch: BFn | None = None
+    second_phase_batch: BFn | None = None
+    global_phase_batch: BFn | None = None
+    match_features_batch: list[tuple[str, BFn]] | None = None
+    summary_features_batch: list[tuple[str, BFn]] | None = None
 
 
 class OnnxRunner:
@@ -237,6 +251,15 @@ class ProfileCompiler:
         self._in_global = False
         match = [(n.replace(" ", ""), self.compile_text(n)) for n in p.match_features]
         summary = [(n.replace(" ", ""), self.compile_text(n)) for n in p.summary_features]
+        bc = BatchCompiler(self)
+
+        def batch(text: str | None) -> BFn | None:
+            return bc.compile_text(text) if text and BATCH_EVALUATION else None
+
+        def batch_list(names: list[str]) -> list[tuple[str, BFn]] | None:
+            fns = [(n.replace(" ", ""), batch(n)) for n in names]
+            return None if any(f is None for _, f in fns) else fns  # type: ignore[return-value]
+
         return CompiledProfile(
             profile=p,
             first_phase=first,
@@ -247,6 +270,11 @@ class ProfileCompiler:
             summary_features=summary,
             inputs={name: inp.type for name, inp in p.inputs.items()},
             uses_bm25=self.uses_bm25,
+            first_phase_batch=batch(p.first_phase.expression),
+            second_phase_batch=batch(p.second_phase.expression),
+            global_phase_batch=batch(p.global_phase.expression),
+            match_features_batch=batch_list(p.match_features),
+            summary_features_batch=batch_list(p.summary_features),
         )
 
     def compile_text(self, text: str) -> Fn:

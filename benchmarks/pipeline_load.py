@@ -1,0 +1,430 @@
+"""Load benchmark of GET /api/recommendations over the embedded engine with 100k products.
+
+Issue 7's serving target: several concurrent clients on this 2-core machine, p99 at most 50 ms
+end to end. The build step (cached under artifacts/pipeline_load/, ``--rebuild`` redoes it):
+
+1. a synthetic marketplace with 100k products and a modest user base (``ScaleConfig``),
+2. a 128-d BPR-MF (a few epochs: realistic embeddings, quality does not matter here) and a small
+   ranker over its item embeddings, the recipe of tests/webapp/served.py,
+3. ``python -m model_export ... --install`` into a COPY of the package,
+4. the engine started on that copy with its data folder under the artifacts, fed once
+   (model_export.feed); later runs replay the engine's log and persisted HNSW graph.
+
+Then the webapp (Werkzeug threaded by default, ``--server hypercorn`` for hypercorn) and
+``--clients`` threads each sending requests for random known users, one at a time, for
+``--duration`` seconds after ``--warmup`` seconds. Reported: end-to-end p50/p90/p99/max,
+throughput, errors, the API's per-stage ``latency_ms`` and Vespa's querytime, and the machine's
+load average (the machine is shared, so a high load explains outliers).
+
+    nice -n 5 python -m benchmarks.pipeline_load [--clients 4] [--duration 60] [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "pipeline_load"
+DIM = 128
+HOURS = tuple(range(24))
+DEVICES = ("mobile", "desktop", "tablet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    folder: Path
+    dataset: Path
+    export: Path
+    package: Path
+    data: Path  # the engine's data folder (log + persisted graphs)
+    info: dict[str, Any]
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build(folder: Path, products: int, users: int, rebuild: bool) -> Built:
+    """Generate, train, export and install once; a finished build leaves build.json."""
+    marker = folder / "build.json"
+    if rebuild and folder.exists():
+        shutil.rmtree(folder)
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("products") == products and info.get("users") == users:
+            return _built(folder, info)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    from model_export.cli import DEFAULT_PACKAGE, main
+    from trainer.data.loaders import load_dataset
+    from trainer.data.marketplace import save_marketplace
+    from trainer.data.splits import split_dataset
+    from trainer.data.synthetic import generate
+    from trainer.data.synthetic.config import ScaleConfig
+    from trainer.models.base import save_checkpoint
+    from trainer.models.baselines.bpr_mf import BPRMF
+    from trainer.models.ranker import Ranker, RankerConfig, save_ranker
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scale = ScaleConfig(
+        "load100k", num_users=users, num_products=products, num_sellers=max(products // 50, 1),
+        chunk_users=users,
+    )  # fmt: skip
+    dataset = save_marketplace(generate(scale, 7), folder / "dataset")
+    timings["generate_s"] = time.perf_counter() - t0
+    _log(f"marketplace generated in {timings['generate_s']:.0f}s")
+
+    t0 = time.perf_counter()
+    data = split_dataset(load_dataset(dataset))
+    torch.manual_seed(0)
+    config = dataclasses.replace(
+        BPRMF.test_config(), dim=DIM, epochs=3, batch_size=4096, time_budget=120.0
+    )
+    model = BPRMF(config, data.num_users, data.num_items)
+    report = model.fit(data, progress=False)
+    checkpoint = save_checkpoint(
+        model, data, folder / "bprmf.pt", dataset_path=str(dataset),
+        history=report.history, best_epoch=report.best_epoch,
+    )  # fmt: skip
+    timings["retrieval_train_s"] = time.perf_counter() - t0
+    _log(f"BPR-MF trained in {timings['retrieval_train_s']:.0f}s")
+
+    t0 = time.perf_counter()
+    # The default architecture (what a real export serves), trained briefly: its serving cost
+    # is what this benchmark measures, not its quality.
+    ranker_config = RankerConfig(
+        history_len=50, negatives=8, epochs=1, max_impressions=20_000, max_targets=20_000,
+        patience=0, valid_users=500, time_budget=120.0,
+    )  # fmt: skip
+    ranker = Ranker(ranker_config, model.item_embeddings())
+    ranker_report = ranker.fit(data, progress=False)
+    ranker_path = save_ranker(
+        ranker, folder / "ranker.pt", dataset_path=str(dataset), epochs=ranker_report["epochs"]
+    )
+    timings["ranker_train_s"] = time.perf_counter() - t0
+    _log(f"ranker trained in {timings['ranker_train_s']:.0f}s")
+
+    package = folder / "package"
+    shutil.copytree(DEFAULT_PACKAGE, package)
+    export = folder / "export"
+    argv = ["--checkpoint", str(checkpoint), "--ranker", str(ranker_path), "--out", str(export)]
+    if main([*argv, "--package", str(package), "--install"]) != 0:
+        raise RuntimeError("model_export failed")
+    events = load_dataset(dataset).events
+    info = {
+        "products": products,
+        "users": users,
+        "events": len(events),
+        "locations": sorted(events["location"].dropna().unique().tolist()),
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "fed": False,
+    }
+    marker.write_text(json.dumps(info, indent=2))
+    return _built(folder, info)
+
+
+def _built(folder: Path, info: dict[str, Any]) -> Built:
+    return Built(
+        folder, folder / "dataset", folder / "export", folder / "package", folder / "vespa-data",
+        info,
+    )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, seconds: float, proc: subprocess.Popen) -> None:
+    import httpx
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {seconds:.0f}s")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def start_engine(built: Built, port: int) -> subprocess.Popen:
+    argv = [
+        sys.executable, "-m", "vespa_app", "serve", "--package", str(built.package),
+        "--data", str(built.data), "--port", str(port),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, env=_env())
+    _wait_http(f"http://127.0.0.1:{port}/state/v1/health", 900, proc)
+    return proc
+
+
+def feed_once(built: Built, url: str) -> None:
+    if built.info.get("fed"):
+        return
+    from model_export.feed import feed
+    from trainer.data.loaders import load_dataset
+
+    t0 = time.perf_counter()
+    report = feed(built.export, load_dataset(built.dataset), url, progress=False)
+    if report.failures:
+        raise RuntimeError(f"feed failures: {report.failures[:3]}")
+    built.info["fed"] = True
+    built.info["timings"]["feed_s"] = round(time.perf_counter() - t0, 1)
+    (built.folder / "build.json").write_text(json.dumps(built.info, indent=2))
+    _log(f"fed in {built.info['timings']['feed_s']:.0f}s")
+
+
+def start_webapp(built: Built, vespa_url: str, port: int, server: str) -> subprocess.Popen:
+    env = _env()
+    env.update(
+        VESPA_URL=vespa_url,
+        MODEL_EXPORT_DIR=str(built.export),
+        LOCATIONS=",".join(built.info["locations"]),
+        EVENTS_DB=str(built.folder / "events.sqlite3"),
+    )
+    if server == "hypercorn":
+        argv = [
+            sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}",
+            "--workers", "1", "webapp:create_app()",
+        ]  # fmt: skip
+    else:
+        argv = [sys.executable, "-m", "webapp", "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    _wait_http(f"http://127.0.0.1:{port}/api/similar/__none__", 120, proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclasses.dataclass
+class Sample:
+    start: float
+    ms: float
+    status: int
+    stages: dict[str, float]
+    strategy: str | None
+    degraded: bool
+
+
+def _client(
+    base: str, users: list[str], stop_at: float, seed: int, out: list[Sample], k: int
+) -> None:
+    import httpx
+
+    rng = random.Random(seed)
+    with httpx.Client(base_url=base, timeout=10.0) as http:
+        while time.monotonic() < stop_at:
+            params = {
+                "user_id": rng.choice(users), "k": k, "hour": rng.choice(HOURS),
+                "device": rng.choice(DEVICES),
+            }  # fmt: skip
+            t0 = time.monotonic()
+            try:
+                r = http.get("/api/recommendations", params=params)
+                status = r.status_code
+                body = r.json() if status == 200 else {}
+            except httpx.HTTPError:
+                status, body = 0, {}
+            ms = (time.monotonic() - t0) * 1000
+            out.append(
+                Sample(
+                    t0,
+                    ms,
+                    status,
+                    body.get("latency_ms") or {},
+                    body.get("strategy"),
+                    bool(body.get("degraded")),
+                )
+            )
+
+
+def run_load(
+    base: str, users: list[str], clients: int, warmup: float, duration: float, k: int
+) -> tuple[list[Sample], float, list[tuple[float, float, float]]]:
+    """Samples started inside the measured window, its length and load averages over it."""
+    samples: list[list[Sample]] = [[] for _ in range(clients)]
+    start = time.monotonic()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+    threads = [
+        threading.Thread(target=_client, args=(base, users, stop_at, i, samples[i], k))
+        for i in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    loads = []
+    while any(t.is_alive() for t in threads):
+        time.sleep(1.0)
+        if time.monotonic() >= measure_from:
+            loads.append(os.getloadavg())
+    for t in threads:
+        t.join()
+    flat = [s for per in samples for s in per if s.start >= measure_from]
+    return flat, duration, loads
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {
+        "p50": round(float(np.percentile(a, 50)), 2),
+        "p90": round(float(np.percentile(a, 90)), 2),
+        "p99": round(float(np.percentile(a, 99)), 2),
+        "max": round(float(a.max()), 2),
+        "mean": round(float(a.mean()), 2),
+    }
+
+
+def summarise(samples: list[Sample], duration: float, loads: list) -> dict[str, Any]:
+    ok = [s for s in samples if s.status == 200]
+    stages: dict[str, list[float]] = {}
+    for s in ok:
+        for name, v in s.stages.items():
+            stages.setdefault(name, []).append(float(v))
+    strategies: dict[str, int] = {}
+    for s in ok:
+        strategies[str(s.strategy)] = strategies.get(str(s.strategy), 0) + 1
+    by_strategy = {name: _pct([s.ms for s in ok if str(s.strategy) == name]) for name in strategies}
+    load = np.asarray(loads) if loads else np.zeros((1, 3))
+    return {
+        "requests": len(samples),
+        "errors": len(samples) - len(ok),
+        "degraded": sum(s.degraded for s in ok),
+        "throughput_rps": round(len(samples) / duration, 2),
+        "end_to_end_ms": _pct([s.ms for s in ok]),
+        "stages_ms": {name: _pct(v) for name, v in stages.items()},
+        "strategies": strategies,
+        "end_to_end_ms_by_strategy": by_strategy,
+        "loadavg_1min": {
+            "mean": round(float(load[:, 0].mean()), 2),
+            "max": round(float(load[:, 0].max()), 2),
+        },
+    }
+
+
+def _table(result: dict[str, Any]) -> str:
+    e2e = result["end_to_end_ms"]
+    lines = [
+        f"requests {result['requests']}  errors {result['errors']}  degraded "
+        f"{result['degraded']}  throughput {result['throughput_rps']} req/s  load avg "
+        f"{result['loadavg_1min']['mean']} (max {result['loadavg_1min']['max']})",
+        f"{'stage':<22}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}",
+        f"{'end to end':<22}"
+        + "".join(f"{e2e.get(k, 0):>9.1f}" for k in ("p50", "p90", "p99", "max")),
+    ]
+    for name, p in result["end_to_end_ms_by_strategy"].items():
+        label = f"  {name} ({result['strategies'][name]})"
+        lines.append(
+            f"{label:<22}" + "".join(f"{p[k]:>9.1f}" for k in ("p50", "p90", "p99", "max"))
+        )
+    for name, p in result["stages_ms"].items():
+        lines.append(f"{name:<22}" + "".join(f"{p[k]:>9.1f}" for k in ("p50", "p90", "p99", "max")))
+    return "\n".join(lines)
+
+
+def known_users(built: Built, limit: int, seed: int = 0) -> list[str]:
+    """Users with an exported embedding (the personalized path); cold users take popularity."""
+    ids = json.loads((built.export / "user_ids.json").read_text())
+    rng = random.Random(seed)
+    return rng.sample(ids, min(limit, len(ids)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_load", description=__doc__)
+    p.add_argument("--products", type=int, default=100_000)
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring (10)")
+    p.add_argument("--duration", type=float, default=60.0, help="measured seconds (60)")
+    p.add_argument("--k", type=int, default=50, help="items per response (50)")
+    p.add_argument("--server", choices=("werkzeug", "hypercorn"), default="werkzeug")
+    p.add_argument("--rebuild", action="store_true", help="regenerate, retrain and refeed")
+    p.add_argument("--build-only", action="store_true", help="build and feed, no load")
+    p.add_argument("--folder", type=Path, default=None, help="artifacts/pipeline_load")
+    p.add_argument("--out", default=NAME, help="results name (pipeline_load)")
+    args = p.parse_args(argv)
+    from trainer.paths import artifacts_dir
+
+    folder = args.folder or artifacts_dir() / NAME
+    built = build(folder, args.products, args.users, args.rebuild)
+    engine = webapp = None
+    try:
+        vport, wport = _free_port(), _free_port()
+        t0 = time.perf_counter()
+        engine = start_engine(built, vport)
+        start_s = time.perf_counter() - t0
+        _log(f"engine up in {start_s:.0f}s")
+        vespa_url = f"http://127.0.0.1:{vport}"
+        feed_once(built, vespa_url)
+        if args.build_only:
+            return 0
+        webapp = start_webapp(built, vespa_url, wport, args.server)
+        users = known_users(built, 2000)
+        _log(f"load: {args.clients} clients, {args.warmup:.0f}s warm-up, {args.duration:.0f}s")
+        samples, duration, loads = run_load(
+            f"http://127.0.0.1:{wport}", users, args.clients, args.warmup, args.duration, args.k
+        )
+    finally:
+        _stop(webapp)
+        _stop(engine)
+    result = summarise(samples, duration, loads)
+    print(_table(result))
+    from benchmarks.common import write_results
+
+    path = write_results(
+        args.out,
+        {
+            "setup": {
+                "products": built.info["products"], "users": built.info["users"],
+                "events": built.info["events"], "embedding_dim": DIM,
+                "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
+                "k": args.k, "server": args.server, "engine_start_s": round(start_s, 1),
+                "build_timings_s": built.info["timings"],
+            },
+            **result,
+        },
+        module=NAME,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
