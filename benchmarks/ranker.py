@@ -10,6 +10,13 @@ PyTorch eager (1 thread) in the same run, with the history encoder (one encoder 
 scorer over 500 rows) and without it (scorer only, user_state given).
 
     nice -n 15 python -m benchmarks.ranker [--datasets marketplace-medium,beauty_s3rec]
+
+``--features`` compares, on the same retrieval model and lists, the ranker without features and
+the ranker with the history codes (event, hour, device, location) and candidate features (price,
+margin, popularity, freshness) that the ``ranking_features`` profile serves, both trained on
+impression outcomes + next-item targets (results: ranker_features.json):
+
+    nice -n 10 python -m benchmarks.ranker --features --datasets marketplace-medium
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from trainer.models.ranker import (
     Ranker,
     RankerConfig,
     encoder_example,
+    encoder_input_names,
     export_candidate_scorer,
     export_history_encoder,
     rerank_evaluation,
@@ -70,7 +78,7 @@ def latency(ranker: Ranker, runs: int) -> dict[str, float]:
     def ort_scorer():
         return scorer.run(None, {"user_state": np.repeat(state, CANDIDATES, 0), "cand": cand})[0]
 
-    t_inputs = [torch.as_tensor(inputs[k]) for k in ("hist", "ctx")]
+    t_inputs = [torch.as_tensor(inputs[k]) for k in encoder_input_names(ranker.config)]
     t_cand, t_state = torch.as_tensor(cand), torch.as_tensor(state)
 
     @torch.no_grad()
@@ -164,6 +172,95 @@ def run_dataset(name: str, args) -> dict:
     return result
 
 
+FEATURES = {
+    "history_features": ("event", "hour", "device", "location"),
+    "cand_features": ("price", "margin", "popularity", "freshness"),
+}
+
+
+def run_features(name: str, args) -> dict:
+    """Retrieval order vs the ranker without and with features on the same top-500 lists; both
+    rankers trained on impression outcomes + next-item targets (training events)."""
+    torch.set_num_threads(1)
+    data = load(name)
+    result: dict = {"users": data.num_users, "items": data.num_items}
+    torch.manual_seed(0)
+    retrieval = LightGCN(
+        LightGCNConfig(
+            dim=128, loss="softmax", lr=5e-3, time_budget=args.retrieval_budget, threads=1
+        ),
+        data.num_users,
+        data.num_items,
+    )
+    retrieval.fit(data, progress=False)
+    train_candidates = retrieval_candidates(
+        retrieval, data, "valid", np.arange(data.num_users), CANDIDATES
+    )
+    users = evaluation_users(data, "test")
+    rng = np.random.default_rng(0)
+    if len(users) > args.test_users:
+        users = np.sort(rng.choice(users, args.test_users, replace=False))
+    candidates = retrieval_candidates(retrieval, data, "test", users, CANDIDATES)
+    result["variants"] = {}
+    user_vectors = retrieval.user_embeddings(data, "test")
+    variants = [
+        (f"{kind}{name}", extra, residual)
+        for kind, residual in (("", False), ("residual_", True))
+        for name, extra in (("without_features", {}), ("with_features", FEATURES))
+    ]
+    for variant, extra, residual in variants:
+        torch.manual_seed(0)
+        config = RankerConfig(
+            time_budget=args.ranker_budget,
+            max_impressions=args.max_samples,
+            max_targets=args.max_samples,
+            epochs=args.epochs,
+            blocks=1,
+            valid_users=1000,
+            valid_candidates=CANDIDATES,
+            **extra,
+        )
+        # residual: score = scorer + w * retrieval cosine (starts at retrieval order).
+        ranker = Ranker(
+            config, retrieval.item_embeddings(), user_embeddings=user_vectors if residual else None
+        )
+        report = ranker.fit(data, train_candidates, progress=True)
+        rerank = rerank_evaluation(ranker, data, "test", users, candidates)
+        result["variants"][variant] = {
+            "residual": residual,
+            "retrieval_weight": ranker.weight if residual else 0.0,
+            "features": {k: list(v) for k, v in extra.items()},
+            "training": {k: v for k, v in report.items()},
+            "rerank": rerank,
+            "latency": latency(ranker, args.runs),
+        }
+        print(
+            f"{name} {variant}: NDCG@10 retrieval {rerank['retrieval/NDCG@10']:.4f} "
+            f"ranker {rerank['ranker/NDCG@10']:.4f}; P@10 retrieval "
+            f"{rerank['retrieval/Precision@10']:.4f} ranker {rerank['ranker/Precision@10']:.4f}",
+            flush=True,
+        )
+    return result
+
+
+def main_features(args) -> None:
+    results = {
+        "protocol": (
+            "test users (sample), LightGCN dim 128 top 500, seen items excluded (full_ranking), "
+            "re-ranked by the ranker without and with features (history codes event, hour, "
+            "device, location; candidate price, margin, popularity, freshness), plain and "
+            "residual on retrieval (scorer + w * retrieval cosine), all trained on impression "
+            "outcomes + next-item targets of the training events; NDCG@10 / "
+            "Precision@10 of the three orders on the same lists; latency per query for 500 "
+            "candidates, ONNX 1 thread vs eager torch 1 thread"
+        ),
+        "datasets": {name: run_features(name, args) for name in args.datasets.split(",")},
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    path = write_results("ranker_features", results, module="ranker")
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="marketplace-medium,beauty_s3rec")
@@ -173,7 +270,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-samples", type=int, default=60_000, help="per sample kind")
     parser.add_argument("--test-users", type=int, default=5000, help="re-ranked test users")
     parser.add_argument("--runs", type=int, default=200, help="latency repetitions")
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="ranker without vs with features (writes ranker_features.json)",
+    )
     args = parser.parse_args(argv)
+    if args.features:
+        main_features(args)
+        return
     results = {
         "protocol": (
             "test users (sample), LightGCN dim 128 top 500, seen items excluded (full_ranking), "

@@ -52,7 +52,9 @@ def export_parser() -> argparse.ArgumentParser:
         "item embeddings: adds history_encoder.onnx (hist int64 = recent_item_idx + 1, ctx -> "
         "user_state) and ranker.onnx (user_state, cand -> score) to the export, checks them "
         "against the package's onnx-model blocks and for parity; --install copies them into "
-        "the package's models/",
+        "the package's models/. A ranker trained with history_features / cand_features "
+        "writes history_encoder_features.onnx and ranker_features.onnx instead, for the "
+        "ranking_features profile (the manifest's ranker.profile)",
     )
     parser.add_argument(
         "--out",

@@ -110,7 +110,8 @@ def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
     """Write every artifact of ``loaded`` under ``out`` and return the (unwritten) manifest.
 
     ``ranked`` (a :class:`model_export.ranker.LoadedRanker` trained over this checkpoint's item
-    embeddings) adds history_encoder.onnx and ranker.onnx and the manifest's ``ranker`` section.
+    embeddings) adds history_encoder.onnx and ranker.onnx (``*_features.onnx`` for a ranker with
+    features) and the manifest's ``ranker`` section.
     """
     from trainer.models.sequential import SequenceRecommender
 
@@ -150,7 +151,7 @@ def export(loaded: Loaded, out: Path, ranked: Any = None) -> Manifest:
 
         ranker.check_items(ranked, items, loaded.path)
         ranker.check_users(ranked, users, loaded.path)
-        entries, ranker_section = ranker.export(ranked, out)
+        entries, ranker_section = ranker.export(ranked, out, tuple(data.locations))
         onnx_entries.extend(entries)
 
     from model_export.graph import write_graph

@@ -9,8 +9,10 @@ Documents are built as Python data (pyvespa serialises them as JSON):
   prenormalized-angular);
 - ``user``: the L2-normalised embedding (it is the nearestNeighbor query vector), the newest
   positive events first (at most 50) as ``recent_product_ids`` and ``recent_item_idx`` (rows of the
-  export's product list), the newest purchases first (at most 50) as ``recent_purchases``,
-  ``updated_at`` = the newest event's time;
+  export's product list) with each event's context aligned (``recent_event_types``,
+  ``recent_hours`` (-1 unknown), ``recent_devices``, ``recent_locations`` ("" unknown): the
+  ``ranking_features`` profile's history codes), the newest purchases first (at most 50) as
+  ``recent_purchases``, ``updated_at`` = the newest event's time;
 - ``seller``: ``seller_id``, ``rating`` and ``embedding`` (the L2-normalised sales-weighted mean of
   its products' normalised embeddings, :func:`seller_vectors`) as partial updates with create, so
   business flags (``is_blocked``, ``promoted``) set by operators survive a re-feed.
@@ -37,6 +39,7 @@ import pandas as pd
 from model_export.export import read_embeddings
 from model_export.manifest import ExportError, Manifest
 from model_export.popularity import context_popularity
+from model_export.query import CONTEXT_FIELDS
 
 RECENT = 50
 DOC_TYPES = ("product", "user", "seller")
@@ -82,8 +85,8 @@ def _isnan(value: Any) -> bool:
 def positive_events(market: Any) -> pd.DataFrame:
     events = market.events
     keep = events["event_type"].isin(list(market.info.positive_events))
-    columns = ["user_id", "product_id", "timestamp"]
-    columns += [c for c in ("hour", "device") if c in events]
+    columns = ["user_id", "product_id", "timestamp", "event_type"]
+    columns += [c for c in ("hour", "device", "location") if c in events]
     return events.loc[keep, columns]
 
 
@@ -184,9 +187,28 @@ def user_documents(
         if len(fields["recent_item_idx"]) != len(products):
             unknown = next(p for p in products if p not in row_of)
             raise ExportError(f"user {user_id!r}: product {unknown!r} is not in the export")
+        fields.update(_recent_context(history))
         fields["recent_purchases"] = purchases.get(user_id, [])
         fields["updated_at"] = _seconds(last_event.get(user_id))
         yield {"id": user_id, "fields": _drop_missing(fields)}
+
+
+def _recent_context(history: pd.DataFrame | None) -> dict[str, list[Any]]:
+    """Each recent event's type, hour, device and location, aligned with recent_item_idx."""
+    if history is None:
+        return {k: [] for k in CONTEXT_FIELDS.values()}
+
+    def column(name: str, missing: Any, cast) -> list[Any]:
+        if name not in history:
+            return [missing] * len(history)
+        return [missing if pd.isna(v) else cast(v) for v in history[name]]
+
+    return {
+        CONTEXT_FIELDS["event"]: column("event_type", "", str),
+        CONTEXT_FIELDS["hour"]: column("hour", -1, int),
+        CONTEXT_FIELDS["device"]: column("device", "", str),
+        CONTEXT_FIELDS["location"]: column("location", "", str),
+    }
 
 
 def seller_documents(

@@ -11,7 +11,11 @@ them). Checked, each mismatch reported with both sides (manifest and ``file:line
   tensor type, that type's dimensions (d0, d1, ... in axis order) fit the model's fixed axes
   and the largest sizes the manifest records (``limits``: the history encoder's history_len);
   an integer input fed from float cells (``query(hist)``, ids) is accepted because Vespa converts
-  cells to the model's input type, as long as the catalogue fits float32's exact integers.
+  cells to the model's input type, as long as the catalogue fits float32's exact integers;
+- where an input's source is a function (the profile's ``cand``), the shape the expression
+  builds (:mod:`model_export.cand_columns`) must fit the model's fixed axes, and the ranker's
+  ``cand`` columns must come from the sources it was trained on, in order (the embedding, then
+  the manifest's ``ranker.cand_features``: price, margin, popularity, freshness(created_at)).
 
 Nothing is padded or truncated to make a mismatch fit: the export stops instead.
 """
@@ -169,9 +173,49 @@ def _limit_problems(entry: OnnxEntry, name: str, declared: TensorType, side: str
             )
 
 
-def check_block(entry: OnnxEntry, block: Block, num_items: int | None = None) -> list[str]:
+def _function_problems(
+    entry: OnnxEntry, block: Block, name: str, source: str, spec, cand: tuple[str, ...] | None
+) -> list[str]:
+    """A function source: the shape its expression builds against the model's input, and for
+    the ranker's ``cand`` the source of every column against the ones it was trained on."""
+    from model_export.cand_columns import describe, infer
+
+    profile = block.schema.rank_profiles.get(block.profile) if block.profile else None
+    function = profile.functions.get(source.strip()) if profile is not None else None
+    if function is None:
+        return []
+    shape = infer(function.expression, block.schema, profile)
+    if shape is None:
+        return []  # not inferable here: the engine-matches-offline test is the proof
+    side = f"manifest: {entry.name} ({entry.file})"
+    where = (
+        f"{_show(block.schema.path)}:{function.line}: rank-profile {block.profile}: "
+        f'function {function.name} (onnx-model {block.model.name} input "{name}")'
+    )
+    built = ",".join(f"{d}[{shape.dims[d]}]" for d in sorted(shape.dims))
+    wanted = [f"d{i}" for i in range(len(spec.shape))]
+    if sorted(shape.dims) != wanted or any(
+        isinstance(size, int) and shape.dims[f"d{i}"] != size for i, size in enumerate(spec.shape)
+    ):
+        return [f"{side} input '{name}' {spec.type}{spec.shape}; {where} builds ({built})"]
+    columns = shape.columns.get(wanted[-1]) if wanted else None
+    if cand is not None and columns is not None and columns != cand:
+        return [
+            f"{side} input '{name}' columns: {describe(cand)} ({len(cand)}); "
+            f"{where} builds {describe(columns)} ({len(columns)})"
+        ]
+    return []
+
+
+def check_block(
+    entry: OnnxEntry,
+    block: Block,
+    num_items: int | None = None,
+    cand: tuple[str, ...] | None = None,
+) -> list[str]:
     """Problems of one onnx-model block against the manifest entry of the model it loads.
-    ``num_items``: the catalogue size, for integer inputs (ids) fed from float cells."""
+    ``num_items``: the catalogue size, for integer inputs (ids) fed from float cells. ``cand``:
+    the column sources of the ranker's ``cand`` input (for the scorer's block)."""
     side = f"manifest: {entry.name} ({entry.file})"
     problems = []
     graph_inputs = {t.name: t for t in entry.inputs}
@@ -198,6 +242,12 @@ def check_block(entry: OnnxEntry, block: Block, num_items: int | None = None) ->
     for name, source in block.model.inputs:
         spec = graph_inputs.get(name)
         declared = _source_type(block, source)
+        if spec is not None and declared is None and not _SOURCE.match(source):
+            problems.extend(
+                _function_problems(
+                    entry, block, name, source, spec, cand if name == "cand" else None
+                )
+            )
         if spec is None or declared is None:
             continue
         where = f'{block.where()}: input "{name}": {source.strip()}'
@@ -244,9 +294,14 @@ def check_package(folder: Path, manifest: Manifest, package: Path) -> dict[str, 
     schemas = parse_package(package)
     problems = check_dimensions(manifest, schemas)
     blocks = matching_blocks(manifest, schemas)
+    cand = None
+    if manifest.ranker:
+        from model_export.cand_columns import expected_columns
+
+        cand = expected_columns(manifest.embedding_dim, manifest.ranker.get("cand_features", []))
     for name, entry in manifest.onnx_by_name().items():
         for block in blocks[name]:
-            problems.extend(check_block(entry, block, manifest.dataset.get("num_items")))
+            problems.extend(check_block(entry, block, manifest.dataset.get("num_items"), cand))
     if problems:
         raise ExportError(
             "export does not match the application package:\n  " + "\n  ".join(problems)

@@ -108,11 +108,11 @@ def check_export(
     if USER_ENCODER in names:
         entry = manifest.onnx_by_name()[USER_ENCODER]
         results.extend(check_user_encoder(loaded, Path(folder) / entry.file))
-    if names & {ranker.HISTORY_ENCODER, ranker.RANKER}:
+    if names & ranker.MODEL_NAMES:
         if ranked is None:
             raise ValueError("the export holds ranker models but no ranker was given")
         results.extend(ranker.check_parity(loaded, ranked, folder))
-    unknown = names - {USER_ENCODER, ranker.HISTORY_ENCODER, ranker.RANKER}
+    unknown = names - {USER_ENCODER, *ranker.MODEL_NAMES}
     if unknown:
         raise ValueError(f"no parity check for ONNX model {sorted(unknown)[0]!r}")
     return results

@@ -13,6 +13,12 @@ also refuses a ranker whose user vectors are not the export's user embeddings (L
 the feeder writes and the client sends as ``query(q_user)``), and records W in the manifest's
 ``ranker.retrieval_weight`` for clients to send as ``input.query(retrieval_weight)``.
 
+A ranker trained with features (``history_features`` / ``cand_features``, docs/ranker.md) is
+served by the package's ``ranking_features`` profile instead of ``ranking``: its files are named
+``history_encoder_features.onnx`` / ``ranker_features.onnx`` (the files that profile's onnx-model
+blocks load, so the package check and ``--install`` pair them), and the manifest's
+``ranker.profile`` names the profile clients query with (:func:`profile_for`).
+
 Two self-contained ONNX files (docs/ranker.md, vespa-subset.md §9):
 
 - ``history_encoder.onnx``: ``hist`` int64 (B, L <= history_len) ``item_idx + 1`` newest first,
@@ -42,6 +48,12 @@ from model_export.manifest import ExportError, OnnxEntry, describe_onnx, sha256
 from model_export.parity import BATCH_SIZES, ParityResult, lengths_for
 
 HISTORY_ENCODER, RANKER = "history_encoder", "ranker"
+# Rank profile -> (history encoder, scorer) model names = the stems of the files it loads.
+PROFILE_MODELS = {
+    "ranking": (HISTORY_ENCODER, RANKER),
+    "ranking_features": (f"{HISTORY_ENCODER}_features", f"{RANKER}_features"),
+}
+MODEL_NAMES = frozenset(name for pair in PROFILE_MODELS.values() for name in pair)
 TABLE_TOLERANCE = 1e-5  # ranker item table vs the export's normalised product embeddings
 
 
@@ -110,31 +122,55 @@ def check_users(ranked: LoadedRanker, users: np.ndarray, source: Path) -> None:
         )
 
 
-def export(ranked: LoadedRanker, out: Path) -> tuple[list[OnnxEntry], dict[str, Any]]:
-    """Write both ONNX files; returns their manifest entries and the manifest's ranker section."""
+def profile_for(config: Any) -> str:
+    """The rank profile that serves a ranker: ``ranking_features`` when it reads history codes
+    or candidate feature columns, else ``ranking`` (the §9 interface)."""
+    return "ranking_features" if config.history_features or config.cand_features else "ranking"
+
+
+def model_names(config: Any) -> tuple[str, str]:
+    """(history encoder, scorer) model names of a ranker: the files its profile loads."""
+    return PROFILE_MODELS[profile_for(config)]
+
+
+def export(
+    ranked: LoadedRanker, out: Path, locations: tuple[str, ...] = ()
+) -> tuple[list[OnnxEntry], dict[str, Any]]:
+    """Write both ONNX files; returns their manifest entries and the manifest's ranker section.
+    ``locations``: the dataset's location names (their index is the code ``hist_location`` and
+    ``ctx`` hash), recorded for clients."""
     from trainer.models.ranker import export_candidate_scorer, export_history_encoder
 
     ranker, out = ranked.ranker, Path(out)
     config = ranker.config
     length = int(config.history_len)
-    encoder = export_history_encoder(ranker, out / f"{HISTORY_ENCODER}.onnx")
-    scorer = export_candidate_scorer(ranker, out / f"{RANKER}.onnx")
+    encoder_name, scorer_name = model_names(config)
+    encoder = export_history_encoder(ranker, out / f"{encoder_name}.onnx")
+    scorer = export_candidate_scorer(ranker, out / f"{scorer_name}.onnx")
     hist_limits = {"hist": [None, length]}
     hist_limits.update({f"hist_{n}": [None, length] for n in config.history_features})
     entries = [
         dataclasses.replace(
             describe_onnx(
                 encoder,
-                HISTORY_ENCODER,
+                encoder_name,
                 out,
                 "query-only: recent history (item_idx + 1, newest first, 0-padded) and "
                 "request context -> user_state",
             ),
             limits=hist_limits,
         ),
-        describe_onnx(scorer, RANKER, out, "per hit: user_state and candidate -> score"),
+        describe_onnx(scorer, scorer_name, out, "per hit: user_state and candidate -> score"),
     ]
     section = {
+        # The rank profile whose onnx-model blocks load these files; clients query with it.
+        "profile": profile_for(config),
+        # Per-event code inputs hist_<name> (model_export.query.history_codes) and the extra
+        # cand columns after the embedding, in order (the profile's cand function).
+        "history_features": list(config.history_features),
+        "cand_features": list(config.cand_features),
+        "location_buckets": int(config.location_buckets),
+        "locations": list(locations),
         "source_checkpoint": {"path": str(ranked.path.resolve()), "sha256": sha256(ranked.path)},
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=list)),
         "history_length": length,
@@ -182,12 +218,13 @@ def check_parity(loaded: Loaded, ranked: LoadedRanker, folder: Path) -> list[Par
         ranker.bind(loaded.data)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    sessions = {
-        name: ort.InferenceSession(
+    encoder_name, scorer_name = model_names(ranker.config)
+    encoder, scorer = (
+        ort.InferenceSession(
             str(Path(folder) / f"{name}.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        for name in (HISTORY_ENCODER, RANKER)
-    }
+        for name in (encoder_name, scorer_name)
+    )
     results = []
     for batch in BATCH_SIZES:
         samples = real_requests(loaded, ranked, batch, seed=batch)
@@ -199,14 +236,14 @@ def check_parity(loaded: Loaded, ranked: LoadedRanker, folder: Path) -> list[Par
             for name in ranker.config.history_features:
                 codes = samples.features[name][:, :length]
                 inputs[f"hist_{name}"] = np.ascontiguousarray(codes, dtype=np.int64)
-            got = sessions[HISTORY_ENCODER].run(None, inputs)[0]
+            got = encoder.run(None, inputs)[0]
             state = reference_user_state(ranker, inputs)
-            results.append(ParityResult(HISTORY_ENCODER, batch, length, _diff(got, state)))
+            results.append(ParityResult(encoder_name, batch, length, _diff(got, state)))
             cand = ranker.cand_vectors(samples.items, samples.now)[:, 0].numpy()
             feed = {"user_state": state, "cand": np.ascontiguousarray(cand, dtype=np.float32)}
-            got = sessions[RANKER].run(None, feed)[0]
+            got = scorer.run(None, feed)[0]
             want = reference_score(ranker, state, feed["cand"])
-            results.append(ParityResult(RANKER, batch, length, _diff(got, want)))
+            results.append(ParityResult(scorer_name, batch, length, _diff(got, want)))
     return results
 
 

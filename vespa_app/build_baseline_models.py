@@ -10,6 +10,12 @@ exercised end to end:
   (rows picked by item_idx mod TABLE_ROWS) + ctx @ W_ctx.
 - ranker.onnx: user_state float[1, USER_STATE_DIM], cand float[1, EMBEDDING_DIM]
   -> score float[1, 1] = sum(user_state * (cand @ W_cand)).
+- history_encoder_features.onnx (profile ``ranking_features``): the history encoder's inputs plus
+  one int64[1, HISTORY_LEN] code input per HISTORY_FEATURES name (hist_event, hist_hour,
+  hist_device, hist_location; 0 = padding) -> user_state = the baseline encoder's output + the
+  masked mean of a fixed code table (rows picked by code mod FEATURE_ROWS) per feature.
+- ranker_features.onnx: user_state, cand float[1, EMBEDDING_DIM + len(CAND_FEATURES)] (the
+  embedding then price, margin, popularity, freshness) -> score = sum(user_state * (cand @ W)).
 
 Rerunnable: `python -m vespa_app.build_baseline_models [--out DIR]` writes byte-identical files.
 """
@@ -30,6 +36,11 @@ USER_STATE_DIM = 64  # history encoder output
 HISTORY_LEN = 50  # query(hist) tensor<float>(d0[1],d1[50])
 CONTEXT_DIM = 16  # query(ctx) tensor<float>(d0[1],d1[16])
 TABLE_ROWS = 1024  # hashed item table of the baseline encoder (keeps the file small)
+# The ranking_features profile: per-event code inputs hist_<name> and the extra cand columns
+# (trainer.ranking.samples.HISTORY_FEATURES, trainer.ranking.features.CAND_FEATURES).
+HISTORY_FEATURES = ("event", "hour", "device", "location")
+CAND_FEATURES = ("price", "margin", "popularity", "freshness")
+FEATURE_ROWS = 64  # hashed code table per history feature of the baseline encoder
 SEED = 20240501
 OPSET = 17
 
@@ -48,7 +59,23 @@ def baseline_weights() -> dict[str, np.ndarray]:
     }
 
 
-def history_encoder_model(w: dict[str, np.ndarray]) -> onnx.ModelProto:
+def _features_weights(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fixed extra weights of the features models, drawn after baseline_weights' own."""
+    rng = np.random.default_rng(SEED + 1)
+    out = {
+        f"table_{name}": (rng.standard_normal((FEATURE_ROWS, USER_STATE_DIM)) / 8).astype(
+            np.float32
+        )
+        for name in HISTORY_FEATURES
+    }
+    extra = rng.standard_normal((len(CAND_FEATURES), USER_STATE_DIM)) / np.sqrt(EMBEDDING_DIM)
+    out["w_cand_features"] = np.concatenate([w["w_cand"], extra.astype(np.float32)])
+    return out
+
+
+def history_encoder_model(
+    w: dict[str, np.ndarray], features: tuple[str, ...] = ()
+) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Mod", ["hist", "rows"], ["row"]),  # (1, L) int64
         helper.make_node("Gather", ["item_table", "row"], ["emb"], axis=0),  # (1, L, D)
@@ -61,8 +88,23 @@ def history_encoder_model(w: dict[str, np.ndarray]) -> onnx.ModelProto:
         helper.make_node("Max", ["count", "one"], ["count_safe"]),
         helper.make_node("Div", ["emb_sum", "count_safe"], ["emb_mean"]),
         helper.make_node("MatMul", ["ctx", "w_ctx"], ["ctx_proj"]),  # (1, D)
-        helper.make_node("Add", ["emb_mean", "ctx_proj"], ["user_state"]),
+        helper.make_node("Add", ["emb_mean", "ctx_proj"], ["user_state" if not features else "s0"]),
     ]
+    extra = _features_weights(w) if features else {}
+    for i, name in enumerate(features):
+        code, last = f"hist_{name}", i == len(features) - 1
+        nodes += [
+            helper.make_node("Mod", [code, "feature_rows"], [f"{name}_row"]),
+            helper.make_node("Gather", [f"table_{name}", f"{name}_row"], [f"{name}_emb"], axis=0),
+            helper.make_node("Mul", [f"{name}_emb", "mask"], [f"{name}_masked"]),
+            helper.make_node(
+                "ReduceSum", [f"{name}_masked", "seq_axis"], [f"{name}_sum"], keepdims=0
+            ),
+            helper.make_node("Div", [f"{name}_sum", "count_safe"], [f"{name}_mean"]),
+            helper.make_node(
+                "Add", [f"s{i}", f"{name}_mean"], ["user_state" if last else f"s{i + 1}"]
+            ),
+        ]
     inits = [
         numpy_helper.from_array(w["item_table"], "item_table"),
         numpy_helper.from_array(w["w_ctx"], "w_ctx"),
@@ -72,12 +114,21 @@ def history_encoder_model(w: dict[str, np.ndarray]) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([2], dtype=np.int64), "last_axis"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "seq_axis"),
     ]
+    if features:
+        inits.append(
+            numpy_helper.from_array(np.array(FEATURE_ROWS, dtype=np.int64), "feature_rows")
+        )
+        inits += [numpy_helper.from_array(extra[f"table_{n}"], f"table_{n}") for n in features]
     graph = helper.make_graph(
         nodes,
-        "history_encoder",
+        "history_encoder_features" if features else "history_encoder",
         [
             helper.make_tensor_value_info("hist", TensorProto.INT64, [1, HISTORY_LEN]),
             helper.make_tensor_value_info("ctx", TensorProto.FLOAT, [1, CONTEXT_DIM]),
+            *(
+                helper.make_tensor_value_info(f"hist_{n}", TensorProto.INT64, [1, HISTORY_LEN])
+                for n in features
+            ),
         ],
         [helper.make_tensor_value_info("user_state", TensorProto.FLOAT, [1, USER_STATE_DIM])],
         inits,
@@ -85,22 +136,24 @@ def history_encoder_model(w: dict[str, np.ndarray]) -> onnx.ModelProto:
     return _finish(graph)
 
 
-def ranker_model(w: dict[str, np.ndarray]) -> onnx.ModelProto:
+def ranker_model(w: dict[str, np.ndarray], with_features: bool = False) -> onnx.ModelProto:
+    weights = _features_weights(w)["w_cand_features"] if with_features else w["w_cand"]
     nodes = [
         helper.make_node("MatMul", ["cand", "w_cand"], ["cand_proj"]),  # (1, D)
         helper.make_node("Mul", ["user_state", "cand_proj"], ["prod"]),
         helper.make_node("ReduceSum", ["prod", "feat_axis"], ["score"], keepdims=1),  # (1, 1)
     ]
     inits = [
-        numpy_helper.from_array(w["w_cand"], "w_cand"),
+        numpy_helper.from_array(weights, "w_cand"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "feat_axis"),
     ]
+    width = EMBEDDING_DIM + (len(CAND_FEATURES) if with_features else 0)
     graph = helper.make_graph(
         nodes,
-        "ranker",
+        "ranker_features" if with_features else "ranker",
         [
             helper.make_tensor_value_info("user_state", TensorProto.FLOAT, [1, USER_STATE_DIM]),
-            helper.make_tensor_value_info("cand", TensorProto.FLOAT, [1, EMBEDDING_DIM]),
+            helper.make_tensor_value_info("cand", TensorProto.FLOAT, [1, width]),
         ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])],
         inits,
@@ -118,11 +171,18 @@ def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def build(out_dir: Path = MODELS_DIR) -> list[Path]:
-    """Write both models to `out_dir`; returns their paths."""
+    """Write the models to `out_dir` (the ``ranking`` pair first, then the ``ranking_features``
+    pair); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     w = baseline_weights()
     written = []
-    for name, model in (("history_encoder", history_encoder_model(w)), ("ranker", ranker_model(w))):
+    models = (
+        ("history_encoder", history_encoder_model(w)),
+        ("ranker", ranker_model(w)),
+        ("history_encoder_features", history_encoder_model(w, HISTORY_FEATURES)),
+        ("ranker_features", ranker_model(w, with_features=True)),
+    )
+    for name, model in models:
         path = out_dir / f"{name}.onnx"
         path.write_bytes(model.SerializeToString())
         written.append(path)

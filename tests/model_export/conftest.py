@@ -126,3 +126,26 @@ def residual_ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
     report = ranker.fit(data, progress=False)
     path = tmp_path_factory.mktemp("residual-ranker") / "ranker.pt"
     return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])
+
+
+FEATURES = dict(
+    history_features=("event", "hour", "device", "location"),
+    cand_features=("price", "margin", "popularity", "freshness"),
+)  # what the package's ranking_features profile serves
+
+
+@pytest.fixture(scope="session")
+def features_ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
+    """A ranker with every history code and candidate feature, trained (one short epoch) over
+    the 128-d BPR-MF's item embeddings."""
+    from trainer.data.loaders import load_dataset
+    from trainer.models.base import load_checkpoint
+    from trainer.models.ranker import Ranker, save_ranker
+
+    data = split_dataset(load_dataset(dataset))
+    retrieval = load_checkpoint(checkpoints["bprmf"]).model
+    torch.manual_seed(0)
+    ranker = Ranker(tiny_ranker_config(**FEATURES), retrieval.item_embeddings())
+    report = ranker.fit(data, progress=False)
+    path = tmp_path_factory.mktemp("features-ranker") / "ranker.pt"
+    return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])

@@ -294,13 +294,15 @@ class Ranker:
         extra = torch.from_numpy(self.cand_table(items, now))
         return torch.cat([emb, extra], dim=-1)
 
-    def bind(self, data: InteractionData) -> None:
-        """Attach the candidate feature table of ``data`` (needed when cand_features is set)."""
+    def bind(self, data: InteractionData, popularity: np.ndarray | None = None) -> None:
+        """Attach the candidate feature table of ``data`` (needed when cand_features is set).
+        ``popularity``: per-item positive-event counts replacing the training events' (what a
+        serving system holds, e.g. the fed ``attribute(popularity)``)."""
         if data.num_items != self.num_items:
             raise ValueError(
                 f"ranker: data has {data.num_items} items, the embeddings {self.num_items}"
             )
-        self.cand_table = CandidateFeatures(data, tuple(self.config.cand_features))
+        self.cand_table = CandidateFeatures(data, tuple(self.config.cand_features), popularity)
 
     def _encode(self, samples: Samples) -> torch.Tensor:
         # Histories are right-padded, so columns past the longest one are all padding: cutting

@@ -19,8 +19,10 @@ Candidate feature columns (in the order named by ``RankerConfig.cand_features``)
 
 - ``price``: log10(1 + price), 0 when unknown;
 - ``margin``: the margin fraction, 0 when unknown;
-- ``popularity``: log10(1 + positive training events of the item) (the retrieval profile's
-  ``pop``);
+- ``popularity``: log10(1 + positive events of the item) (the retrieval profile's ``pop``):
+  training events when training and evaluating offline; at serving time Vespa's
+  ``attribute(popularity)``, which the feeder writes as the count of positive events of the whole
+  log (``popularity=`` gives those counts to compare with the engine);
 - ``freshness``: Vespa's ``freshness(created_at)`` with ``maxAge`` 30 days: max(0, 1 - age /
   maxAge) at the request time, 0 when unknown.
 """
@@ -67,7 +69,14 @@ def context_vectors(
 class CandidateFeatures:
     """Per-item feature columns of one dataset; freshness depends on the request time."""
 
-    def __init__(self, data: InteractionData, names: tuple[str, ...]):
+    def __init__(
+        self,
+        data: InteractionData,
+        names: tuple[str, ...],
+        popularity: np.ndarray | None = None,
+    ):
+        """``popularity``: (num_items,) positive-event counts to use instead of the training
+        events' (e.g. the feeder's, which count the whole log)."""
         unknown = [name for name in names if name not in CAND_FEATURES]
         if unknown:
             raise ValueError(f"cand_features: unknown feature {unknown[0]!r} ({CAND_FEATURES})")
@@ -81,10 +90,18 @@ class CandidateFeatures:
             np.nan,
             created.to_numpy(dtype="datetime64[s]").astype(np.int64).astype(np.float64),
         )
+        if popularity is None:
+            popularity = data.item_popularity()
+        popularity = np.asarray(popularity, dtype=np.float64)
+        if popularity.shape != (data.num_items,):
+            raise ValueError(
+                f"cand_features: popularity has shape {popularity.shape}, "
+                f"the data {data.num_items} items"
+            )
         self.static = {
             "price": np.nan_to_num(np.log10(1.0 + np.maximum(price, 0.0)), nan=0.0),
             "margin": np.nan_to_num(margin, nan=0.0),
-            "popularity": np.log10(1.0 + data.item_popularity().astype(np.float64)),
+            "popularity": np.log10(1.0 + np.maximum(popularity, 0.0)),
         }
 
     @property

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from model_export.query import HISTORY_LENGTH, ranking_inputs
+from model_export.query import CONTEXT_FIELDS, HISTORY_LENGTH, history_codes, ranking_inputs
 from vespa_app.client.context import context_vector
 from vespa_app.client.graph_walk import ItemGraph, WalkConfig, load_graph
 from vespa_app.client.queries import eligibility, popularity_inputs, positive, quote, vector
@@ -54,6 +54,7 @@ __all__ = [
     "RecommendationPipeline",
     "RecommendationResult",
     "load_item_index",
+    "load_ranker_settings",
     "load_retrieval_weight",
 ]
 
@@ -81,6 +82,12 @@ class PipelineConfig:
     # input.query(retrieval_weight); the export manifest's ranker.retrieval_weight
     # (load_retrieval_weight). 0: a ranker without the residual term.
     retrieval_weight: float = 0.0
+    # A ranker with features (profile ranking_features): its history codes, sent as
+    # input.query(hist_<name>) from the user document's recent per-event context, and the
+    # location hashing of hist_location (the export manifest's ranker section,
+    # load_ranker_settings; from_export applies it).
+    history_features: tuple[str, ...] = ()
+    location_buckets: int = 64
     walk_candidates: int = 50  # graph-walk candidates merged into stage 1 (0: no walk)
     walk_seeds: int = 10  # the newest recent items the walks start from
     walk: WalkConfig = dataclasses.field(default_factory=WalkConfig)
@@ -154,6 +161,29 @@ def load_item_index(export_dir: Path | str) -> dict[str, int]:
     if not isinstance(ids, list) or not all(isinstance(p, str) for p in ids):
         raise ValueError(f"{path}: expected a JSON list of product ids")
     return {product_id: idx for idx, product_id in enumerate(ids)}
+
+
+def load_ranker_settings(export_dir: Path | str) -> dict[str, Any]:
+    """The PipelineConfig fields the export's ranker decides (manifest.json ``ranker``): the
+    profile that serves it (``ranking_profile``), its ``history_features``,
+    ``location_buckets``, the training data's ``locations`` and ``retrieval_weight``. Empty when
+    the export has no ranker (or predates these fields: the plain ``ranking`` profile)."""
+    path = Path(export_dir) / "manifest.json"
+    if not path.is_file():
+        return {}
+    ranker = json.loads(path.read_text()).get("ranker") or {}
+    if not ranker:
+        return {}
+    settings: dict[str, Any] = {
+        "ranking_profile": str(ranker.get("profile", "ranking")),
+        "history_features": tuple(ranker.get("history_features") or ()),
+        "retrieval_weight": load_retrieval_weight(export_dir),
+    }
+    if "location_buckets" in ranker:
+        settings["location_buckets"] = int(ranker["location_buckets"])
+    if ranker.get("locations"):
+        settings["locations"] = tuple(ranker["locations"])
+    return settings
 
 
 def load_retrieval_weight(export_dir: Path | str) -> float:
@@ -240,7 +270,22 @@ class RecommendationPipeline:
     ) -> RecommendationPipeline:
         """A pipeline with the export's item index, item-user graph (walk candidates, when the
         export has ``graph.npz``) and product vectors. ``config.retrieval_weight`` stays the
-        caller's: ``load_retrieval_weight(export_dir)`` reads the export's."""
+        caller's: ``load_retrieval_weight(export_dir)`` reads the export's. A ranker with
+        features (manifest ``ranker.profile`` = ranking_features) sets the profile, its history
+        features and location hashing (and ``locations`` when the caller gave none): only that
+        profile loads its models."""
+        config = config if config is not None else PipelineConfig()
+        settings = load_ranker_settings(export_dir)
+        if settings.get("history_features") or settings.get("ranking_profile", "ranking") != (
+            "ranking"
+        ):
+            config = dataclasses.replace(
+                config,
+                ranking_profile=settings["ranking_profile"],
+                history_features=settings["history_features"],
+                location_buckets=settings.get("location_buckets", config.location_buckets),
+                locations=config.locations or settings.get("locations", ()),
+            )
         return cls(
             vespa,
             reranker,
@@ -300,8 +345,9 @@ class RecommendationPipeline:
             )
             walk = self._walk(recent_ids, seen)
             timer.lap("walk")
+            codes = self._history_codes(user, len(recent_idx))
             stage = self._retrieve_and_rank(
-                embedding, recent_idx, ctx.tolist(), seen, excluded, walk
+                embedding, recent_idx, ctx.tolist(), seen, excluded, walk, codes
             )
             timer.lap("retrieve_and_rank")
             if stage.timing:
@@ -374,6 +420,21 @@ class RecommendationPipeline:
         seeds = list(dict.fromkeys(recent_ids))[: cfg.walk_seeds]
         return self.graph.walk_ids(seeds, cfg.walk, sorted(seen), cfg.walk_candidates)
 
+    def _history_codes(self, user: Mapping[str, Any], count: int) -> dict[str, Any]:
+        """``input.query(hist_<name>)`` of a ranker with history features, from the user
+        document's per-event context aligned with recent_item_idx (none for a plain ranker)."""
+        cfg = self.config
+        if not cfg.history_features:
+            return {}
+        names = ("event", "hour", "device", "location")
+        return history_codes(
+            cfg.history_features,
+            count,
+            *(list(user.get(CONTEXT_FIELDS[n]) or []) for n in names),
+            location_vocabulary=cfg.locations,
+            location_buckets=cfg.location_buckets,
+        )
+
     def _retrieve_and_rank(
         self,
         embedding: list[float],
@@ -382,6 +443,7 @@ class RecommendationPipeline:
         seen: set[str],
         excluded: Sequence[str],
         walk: Mapping[str, float],
+        codes: Mapping[str, Any] | None = None,
     ) -> _Stage12:
         """Stage 1 + 2: the ANN query (NN, then the ranking profile's global-phase over its top
         rerank_count) and, with walk candidates, a second query ranking exactly those with the
@@ -400,6 +462,7 @@ class RecommendationPipeline:
             )
         ranking = {
             **ranking_inputs(recent_idx[:HISTORY_LENGTH], ctx),
+            **(codes or {}),
             RETRIEVAL_WEIGHT_QUERY: float(cfg.retrieval_weight),
             "ranking.profile": cfg.ranking_profile,
             "ranking.globalPhase.rerankCount": cfg.rerank_count,
@@ -702,10 +765,19 @@ class RecommendationPipeline:
             return self._user_locks.setdefault(user_id, threading.Lock())
 
     def add_to_history(
-        self, user_id: str, product_id: str, timestamp: int, event_type: str | None = None
+        self,
+        user_id: str,
+        product_id: str,
+        timestamp: int,
+        event_type: str | None = None,
+        hour: int | None = None,
+        device: str | None = None,
+        location: str | None = None,
     ) -> dict[str, Any]:
         """Put ``product_id`` first in the user's recent history (partial update, create=true);
-        a ``purchase`` also puts it first in ``recent_purchases``.
+        a ``purchase`` also puts it first in ``recent_purchases``. The event's type, hour,
+        device and location go first in the per-event context lists aligned with
+        ``recent_item_idx`` (the history codes of a ranker with features; None = unknown).
 
         A product already there moves to the front. Products outside the export (no item_idx)
         enter ``recent_product_ids`` but not ``recent_item_idx`` (the encoder cannot read them).
@@ -713,14 +785,24 @@ class RecommendationPipeline:
         """
         with self._lock(user_id):
             user = self.vespa.get_document("user", user_id) or {}
-            ids = [p for p in user.get("recent_product_ids") or [] if p != product_id]
+            old_ids = list(user.get("recent_product_ids") or [])
+            ids = [p for p in old_ids if p != product_id]
             ids = [product_id, *ids][:RECENT]
             idx = [self.item_index[p] for p in ids if p in self.item_index]
+            context = _moved_context(
+                user,
+                old_ids,
+                ids,
+                self.item_index,
+                product_id,
+                (event_type, hour, device, location),
+            )
             updated = max(int(user.get("updated_at") or 0), int(timestamp))
             fields: dict[str, Any] = {
                 "user_id": user_id,
                 "recent_product_ids": ids,
                 "recent_item_idx": idx,
+                **context,
                 "updated_at": updated,
             }
             if event_type == "purchase":
@@ -728,6 +810,40 @@ class RecommendationPipeline:
                 fields["recent_purchases"] = [product_id, *bought][:RECENT]
             self.vespa.update_document("user", user_id, fields, create=True)
             return fields
+
+
+def _moved_context(
+    user: Mapping[str, Any],
+    old_ids: list[str],
+    ids: list[str],
+    item_index: Mapping[str, int],
+    product_id: str,
+    event: tuple[str | None, int | None, str | None, str | None],
+) -> dict[str, list[Any]]:
+    """The per-event context lists after ``product_id`` moved to the front, position by
+    position as the ids moved: each list is aligned with recent_item_idx (the ids that have an
+    item_idx); values a document lacks read as unknown."""
+    names = ("event", "hour", "device", "location")
+    missing = ("", -1, "", "")
+    old_rows = [
+        (
+            p,
+            tuple(
+                _at(user.get(CONTEXT_FIELDS[n]), i, m) for n, m in zip(names, missing, strict=True)
+            ),
+        )
+        for i, p in enumerate(p for p in old_ids if p in item_index)
+    ]
+    rows = [row for p, row in old_rows if p != product_id]
+    if product_id in item_index:
+        rows.insert(0, tuple(m if v is None else v for v, m in zip(event, missing, strict=True)))
+    rows = rows[: sum(p in item_index for p in ids)]
+    return {CONTEXT_FIELDS[n]: [row[i] for row in rows] for i, n in enumerate(names)}
+
+
+def _at(values: Any, position: int, missing: Any) -> Any:
+    value = values[position] if isinstance(values, list) and position < len(values) else None
+    return missing if value is None else value
 
 
 def _count(values: Iterable[Any]) -> dict[str, int]:

@@ -280,3 +280,21 @@ def test_residual_configuration_errors_are_named(retrieval, data):
         RankerConfig(target_stage="test")
     with pytest.raises(ValueError, match="user embeddings are 4-d, item embeddings 128-d"):
         Ranker(RankerConfig(), retrieval.item_embeddings(), user_embeddings=torch.randn(3, 4))
+
+
+def test_candidate_popularity_can_be_the_served_counts(data, retrieval):
+    """bind(popularity=...) scores with the counts a serving system holds (the fed
+    attribute(popularity)) instead of the training events'; other columns are unchanged."""
+    config = RankerConfig(cand_features=("price", "popularity"))
+    ranker = Ranker(config, retrieval.item_embeddings())
+    items = np.arange(min(5, data.num_items))[None]
+    ranker.bind(data)
+    trained_cols = ranker.cand_vectors(items, np.zeros(1))[0, :, -2:].numpy()
+    assert np.allclose(trained_cols[:, 1], np.log10(1 + data.item_popularity()[items[0]]))
+    counts = np.arange(data.num_items, dtype=np.float64) * 10
+    ranker.bind(data, popularity=counts)
+    served = ranker.cand_vectors(items, np.zeros(1))[0, :, -2:].numpy()
+    assert np.allclose(served[:, 0], trained_cols[:, 0])  # price unchanged
+    assert np.allclose(served[:, 1], np.log10(1 + counts[items[0]]))
+    with pytest.raises(ValueError, match="popularity has shape"):
+        ranker.bind(data, popularity=counts[:-1])
