@@ -8,7 +8,6 @@ Vespa rejecting a non-ranking request 502, both with the client's message.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -20,7 +19,8 @@ from vespa_app.client.pipeline import (
     RecommendationPipeline,
 )
 from vespa_app.client.vespa import VespaError, VespaUnavailable
-from webapp.events import EVENT_TYPES, Event, EventStore
+from webapp.events import EVENT_TYPES, EventStore
+from webapp.recording import record_event
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_ID = 200  # longest accepted user/product id
@@ -202,30 +202,17 @@ def events():
     device = _device(context.get("device"))
     location = _location(context.get("location"))
 
-    pipeline = _pipeline()
-    product = pipeline.product(product_id)  # 404 before anything is stored
-    now = int(time.time())
-    event_id = _store().record(
-        Event(
-            user_id,
-            product_id,
-            event_type,
-            seller_id=product.get("seller_id"),
-            ts=now,
-            hour=hour,
-            device=device,
-            location=location,
-            context=context or None,
-        )
-    )
-    out: dict[str, Any] = {"event_id": event_id, "stored": True, "history_updated": False}
-    if event_type != "impression":
-        try:
-            fields = pipeline.add_to_history(user_id, product_id, now, event_type)
-        except VespaError as e:
-            # The event is safe in the store; report that Vespa has not seen it yet.
-            out["history_error"] = str(e)
-        else:
-            out["history_updated"] = True
-            out["recent_product_ids"] = fields["recent_product_ids"][:10]
+    recorded = record_event(
+        _store(), _pipeline(), user_id, product_id, event_type, hour, device, location, context
+    )  # an unknown product is a 404 before anything is stored
+    out: dict[str, Any] = {
+        "event_id": recorded.event_id,
+        "stored": True,
+        "history_updated": recorded.history is not None,
+    }
+    if recorded.history_error is not None:
+        # The event is safe in the store; report that Vespa has not seen it yet.
+        out["history_error"] = recorded.history_error
+    if recorded.history is not None:
+        out["recent_product_ids"] = recorded.history["recent_product_ids"][:10]
     return jsonify(out), 201

@@ -117,6 +117,12 @@ def test_purchase_event_is_stored_and_changes_the_next_response(client, app, mar
     ).fetchall()
     db.close()
     assert rows == [(user_id, bought, "purchase", 9, "mobile")]
+    # The user document's per-event codes (the ranker's history features) carry the event.
+    user = app.config["PIPELINE"].vespa.get_document("user", user_id)
+    assert bought in app.config["PIPELINE"].item_index  # recommended, so exported
+    assert user["recent_event_types"][0] == "purchase"
+    assert user["recent_hours"][0] == 9
+    assert user["recent_devices"][0] == "mobile"
     after = client.get(f"/api/recommendations?user_id={user_id}").get_json()
     assert bought not in [item["product_id"] for item in after["items"]]
     assert after["items"] != before["items"]

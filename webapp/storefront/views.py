@@ -9,7 +9,6 @@ next page is recommended from it.
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +32,9 @@ from vespa_app.client.pipeline import (
     RecommendationPipeline,
 )
 from vespa_app.client.vespa import VespaError, VespaUnavailable
-from webapp.events import Event, EventStore
+from webapp.events import EventStore
 from webapp.images import product_svg
+from webapp.recording import record_event
 from webapp.storefront import Storefront, params, rows
 from webapp.storefront import inspector as inspection
 from webapp.storefront.catalog import NEW_SHOPPER
@@ -359,27 +359,15 @@ def post_event():
     if event_type not in STOREFRONT_EVENTS:
         raise params.BadParameter("event_type", f"must be one of {', '.join(STOREFRONT_EVENTS)}")
     user_id = _user_id()
-    context = _context()
-    pipeline = _pipeline()
-    doc = pipeline.product(product_id)  # 404 before anything is stored
-    now = int(time.time())
-    _store().record(
-        Event(
-            user_id,
-            product_id,
-            event_type,
-            seller_id=doc.get("seller_id"),
-            ts=now,
-            hour=context.hour,
-            device=context.device,
-            context={"hour": context.hour, "device": context.device, "source": "storefront"},
-        )
-    )
-    name = doc.get("title") or product_id
-    try:
-        pipeline.add_to_history(user_id, product_id, now, event_type)
-    except VespaError as e:
-        current_app.logger.warning("storefront: history update failed: %s", e)
+    request_context = _context()
+    hour, device, location = request_context.hour, request_context.device, request_context.location
+    recorded = record_event(
+        _store(), _pipeline(), user_id, product_id, event_type, hour, device, location,
+        context={"hour": hour, "device": device, "source": "storefront"},
+    )  # fmt: skip
+    name = recorded.product.get("title") or product_id
+    if recorded.history_error is not None:
+        current_app.logger.warning("storefront: history update failed: %s", recorded.history_error)
         flash(f"Saved, but recommendations will catch up later ({name}).")
     else:
         verb = {"favorite": "Added to favourites", "cart": "Added to cart", "purchase": "Bought"}
