@@ -82,6 +82,9 @@ def test_rendering() -> None:
     }
     assert render_value(FieldType("string"), "") is None
     assert render_value(FieldType("array", element=FieldType("string")), []) is None
+    # Inside an array an empty string is an element: positions after it must not shift.
+    strings = FieldType("array", element=FieldType("string"))
+    assert render_value(strings, ["", "click", ""]) == ["", "click", ""]
     assert convert_value("p", FieldType("float"), 0.4) == 0.4000000059604645
     assert convert_value("l", FieldType("long"), 2**40) == 2**40
     with pytest.raises(FieldValueError):

@@ -340,7 +340,10 @@ def render_value(ftype: Any, value: Any) -> Any:
     if ftype.kind == "array":
         if not value:
             return None
-        return [render_value(ftype.element, v) for v in value]
+        # An empty string field is omitted, but inside an array it is an element like any
+        # other: dropping or nulling it would shift the positions of the elements after it.
+        return [v if ftype.element.kind == "string" else render_value(ftype.element, v)
+                for v in value]  # fmt: skip
     if ftype.kind == "string" and value == "":
         return None
     return value
