@@ -37,6 +37,7 @@ from typing import Any
 from model_export.query import CONTEXT_FIELDS, HISTORY_LENGTH, history_codes, ranking_inputs
 from vespa_app.client.context import context_vector
 from vespa_app.client.graph_walk import ItemGraph, WalkConfig, load_graph
+from vespa_app.client.list_cache import ListCache
 from vespa_app.client.queries import eligibility, popularity_inputs, positive, quote, vector
 from vespa_app.client.rerank import Candidate, HistoryItem, RequestContext, Reranker
 from vespa_app.client.rerank.candidates import RankedItem
@@ -75,6 +76,11 @@ class PipelineConfig:
     follow_profile: str = "follow"  # sellers to follow: closeness of seller embeddings
     cold_start_min_interactions: int = 3
     cold_start_hits: int = 200
+    # Context popularity is the same for every cold user in one context: its lists are cached
+    # this many seconds (0: a query per request), fetched with `popularity_cache_margin` extra
+    # hits so that a user's own exclusions, applied to the cached list, rarely need a live query.
+    popularity_cache_s: float = 10.0
+    popularity_cache_margin: int = 100
     excluded_categories: tuple[str, ...] = ()  # always excluded, on top of the request's
     # Products of the user's recent positive history (the newest 50 clicks, favourites, carts,
     # purchases) are excluded unless consumable; purchases always are unless consumable.
@@ -106,6 +112,10 @@ class PipelineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"PipelineConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.popularity_cache_margin < 0:
+            raise ValueError("PipelineConfig.popularity_cache_margin must be >= 0")
+        if not (isinstance(self.popularity_cache_s, int | float) and self.popularity_cache_s >= 0):
+            raise ValueError("PipelineConfig.popularity_cache_s must be a number >= 0")
         w = self.retrieval_weight
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
             raise ValueError(f"PipelineConfig.retrieval_weight must be a finite number, got {w!r}")
@@ -263,6 +273,9 @@ class RecommendationPipeline:
         self._locks_guard = threading.Lock()
         # The walk query runs beside the ANN query (two Vespa requests in flight, not in turn).
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline")
+        self._popular: ListCache[tuple[list[dict[str, Any]], int]] = ListCache(
+            float(cfg.popularity_cache_s)
+        )
 
     @classmethod
     def from_export(
@@ -593,28 +606,15 @@ class RecommendationPipeline:
         first), one from each list in turn; scores fall with the mixed rank so the re-ranker
         starts from that order."""
         cfg = self.config
-        filters, params = eligibility(seen, excluded)
         weights = popularity_inputs(cfg.popularity_profile, context.hour, context.device)
         hits_wanted = min(cfg.rank_hits, cfg.cold_start_hits)
         lists: list[tuple[str, list[dict[str, Any]]]] = []
         browsed = [c for c in dict.fromkeys(context.browsed_categories) if c not in excluded][:5]
         for category in browsed:
-            body = {
-                "yql": f"select {CANDIDATE_FIELDS} from product where {filters} "
-                f"and category_path contains {quote(category)}",
-                "hits": hits_wanted,
-                **weights,
-                **params,
-            }
-            lists.append((f"browsed:{category}", self.vespa.hits(self.vespa.search(body))))
-        body = {
-            "yql": f"select {CANDIDATE_FIELDS} from product where {filters}",
-            "hits": hits_wanted,
-            **weights,
-            **params,
-        }
-        payload = self.vespa.search(body, what="popularity")
-        lists.append(("popularity", self.vespa.hits(payload)))
+            hits, _ = self._popular_hits(category, weights, hits_wanted, seen, excluded)
+            lists.append((f"browsed:{category}", hits))
+        hits, total = self._popular_hits(None, weights, hits_wanted, seen, excluded)
+        lists.append(("popularity", hits))
         mixed: dict[str, tuple[str, dict[str, Any]]] = {}
         for i in range(max((len(h) for _, h in lists), default=0)):
             for source, hits in lists:
@@ -626,8 +626,48 @@ class RecommendationPipeline:
             self._candidate(hit, source, ranked=False, score=1.0 - rank / max(n, 1))
             for rank, (source, hit) in enumerate(mixed.values())
         ]
-        total = payload.get("root", {}).get("fields", {}).get("totalCount", n)
-        return _Stage12(candidates, matched=int(total))
+        return _Stage12(candidates, matched=total)
+
+    def _popular_hits(
+        self,
+        category: str | None,
+        weights: Mapping[str, Any],
+        wanted: int,
+        seen: set[str],
+        excluded: Sequence[str],
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The ``wanted`` most popular eligible products in the request's context (under
+        ``category`` if given) and how many in-stock products matched. The in-stock list is
+        shared through the cache; the user's exclusions are applied to it here, and only when
+        they leave too few does a live query with every filter run."""
+        cfg = self.config
+        under = f" and category_path contains {quote(category)}" if category else ""
+
+        def query(filters: str, params: Mapping[str, str], hits: int):
+            body = {
+                "yql": f"select {CANDIDATE_FIELDS} from product where {filters}{under}",
+                "hits": hits,
+                **weights,
+                **params,
+            }
+            payload = self.vespa.search(body, what="popularity")
+            total = payload.get("root", {}).get("fields", {}).get("totalCount", 0)
+            return self.vespa.hits(payload), int(total)
+
+        fetched = min(cfg.rank_hits, wanted + cfg.popularity_cache_margin)
+        key = (category, json.dumps(weights, sort_keys=True, default=str), fetched)
+        hits, total = self._popular.get(key, lambda: query("in_stock = true", {}, fetched))
+        blocked = set(excluded)
+        kept = [
+            h
+            for h in hits
+            if h["fields"]["product_id"] not in seen
+            and not blocked.intersection(h["fields"].get("category_path") or ())
+        ]
+        if len(kept) >= wanted or len(hits) >= total:  # enough, or every match was fetched
+            return kept[:wanted], total
+        filters, params = eligibility(seen, excluded)
+        return query(filters, params, wanted)
 
     def _lookup(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """product_id -> fields (category_path, consumable) of these products; {} on a failed

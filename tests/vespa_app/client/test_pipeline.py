@@ -190,6 +190,46 @@ def test_unknown_and_light_users_get_cold_start(pipeline, market):
     assert not set(light.product_ids) & (set(plain.product_ids[:2]) - consumable)
 
 
+def test_cached_popularity_gives_the_live_answer_and_saves_queries(engine, built, market):
+    """Cold start from the shared (cached) popularity list equals a query per request, with
+    each user's own exclusions; a second cold user in the same context costs no popularity
+    query."""
+    client = VespaClient(engine.url, timeout=10.0)
+    searches: list[str] = []
+    search = client.search
+
+    def counted(body, what="search"):
+        searches.append(what)
+        return search(body, what)
+
+    client.search = counted  # type: ignore[method-assign]
+
+    def make(cache_s: float) -> RecommendationPipeline:
+        config = PipelineConfig(locations=locations(built), popularity_cache_s=cache_s)
+        return RecommendationPipeline.from_export(client, built.export, config=config)
+
+    cached, live = make(60.0), make(0.0)
+    in_stock = list(market.products.loc[market.products["in_stock"], "product_id"])
+    leaf = market.products["category_id"].value_counts().index[0]
+    context = RecommendationContext(
+        hour=20,
+        device="mobile",
+        exclude_product_ids=tuple(in_stock[:30]),
+        excluded_categories=(leaf,),
+    )
+    assert (
+        cached.recommend("nobody", 50, context).items == live.recommend("nobody", 50, context).items
+    )
+    searches.clear()
+    second = cached.recommend(
+        "nobody-else", 50, dataclasses.replace(context, exclude_product_ids=())
+    )
+    assert "popularity" not in searches
+    assert second.strategy == "cold_start" and len(second.items) == 50
+    assert not any(leaf in item["category_path"] for item in second.items)
+    client.close()
+
+
 def test_broken_ranking_degrades_to_retrieval_order(pipeline, market, monkeypatch):
     user_id = _users_with_history(pipeline, market, 1)[0]
     missing = RecommendationPipeline(
