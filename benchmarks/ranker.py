@@ -11,12 +11,15 @@ scorer over 500 rows) and without it (scorer only, user_state given).
 
     nice -n 15 python -m benchmarks.ranker [--datasets marketplace-medium,beauty_s3rec]
 
-``--features`` compares, on the same retrieval model and lists, the ranker without features and
-the ranker with the history codes (event, hour, device, location) and candidate features (price,
-margin, popularity, freshness) that the ``ranking_features`` profile serves, both trained on
-impression outcomes + next-item targets (results: ranker_features.json):
+``--features`` compares, on the same retrieval model and lists, residual rankers (scorer + w *
+retrieval cosine) without features (history 50), with the history codes (event, hour, device,
+location) and candidate features (price, margin, popularity, freshness) at history 50, and with
+everything the ``ranking_features`` profile serves: history 100, those features and the seller
+and category codes. Each dataset uses only the features its data carries (``applicable``: a
+review dataset has no impressions, context or margin), all trained on impression outcomes (where
+there are any) + next-item targets (results: ranker_features_h100.json):
 
-    nice -n 10 python -m benchmarks.ranker --features --datasets marketplace-medium
+    nice -n 10 python -m benchmarks.ranker --features --datasets marketplace-medium,beauty_s3rec
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from trainer.models.ranker import (
     export_history_encoder,
     rerank_evaluation,
 )
+from trainer.ranking.features import code_vocabularies
 
 CANDIDATES = 500
 
@@ -176,6 +180,28 @@ FEATURES = {
     "history_features": ("event", "hour", "device", "location"),
     "cand_features": ("price", "margin", "popularity", "freshness"),
 }
+CODES = ("seller", "category")
+
+
+def applicable(data) -> dict[str, tuple[str, ...]]:
+    """The features and codes of the full set that ``data`` carries: a history code needs known
+    values (event: more than one type), a candidate column known values, a code more than one
+    known id."""
+    train, products = data.train, data.market.products
+    history = tuple(
+        n
+        for n in FEATURES["history_features"]
+        if (train[n].nunique() > 1 if n == "event" else bool((train[n] >= 0).any()))
+    )
+    columns = {"price": "price", "margin": "margin", "freshness": "created_at"}
+    cand = tuple(
+        n
+        for n in FEATURES["cand_features"]
+        if n == "popularity" or bool(products[columns[n]].notna().any())
+    )
+    sources = {"seller": "seller_id", "category": "category_id"}
+    codes = tuple(n for n in CODES if products[sources[n]].dropna().nunique() > 1)
+    return {"history_features": history, "cand_features": cand, "cand_codes": codes}
 
 
 def run_features(name: str, args) -> dict:
@@ -203,12 +229,22 @@ def run_features(name: str, args) -> dict:
     candidates = retrieval_candidates(retrieval, data, "test", users, CANDIDATES)
     result["variants"] = {}
     user_vectors = retrieval.user_embeddings(data, "test")
+    present = applicable(data)
+    result["applicable"] = {k: list(v) for k, v in present.items()}
+    h50 = {k: v for k, v in present.items() if k != "cand_codes"}
     variants = [
-        (f"{kind}{name}", extra, residual)
-        for kind, residual in (("", False), ("residual_", True))
-        for name, extra in (("without_features", {}), ("with_features", FEATURES))
+        ("residual_without_features", {}, True),
+        ("residual_with_features", h50, True),
+        ("residual_with_features_h100_codes", {**present, "history_len": 100}, True),
+        # Attribution (only with --variants): history 100 alone, codes alone.
+        ("residual_with_features_h100", {**h50, "history_len": 100}, True),
+        ("residual_with_features_codes", present, True),
     ]
+    main_three = [v[0] for v in variants[:3]]
+    wanted = args.variants.split(",") if args.variants else main_three
     for variant, extra, residual in variants:
+        if variant not in wanted:
+            continue
         torch.manual_seed(0)
         config = RankerConfig(
             time_budget=args.ranker_budget,
@@ -222,14 +258,18 @@ def run_features(name: str, args) -> dict:
         )
         # residual: score = scorer + w * retrieval cosine (starts at retrieval order).
         ranker = Ranker(
-            config, retrieval.item_embeddings(), user_embeddings=user_vectors if residual else None
+            config,
+            retrieval.item_embeddings(),
+            user_embeddings=user_vectors if residual else None,
+            vocabularies=code_vocabularies(data.market, config.cand_codes),
         )
         report = ranker.fit(data, train_candidates, progress=True)
         rerank = rerank_evaluation(ranker, data, "test", users, candidates)
         result["variants"][variant] = {
             "residual": residual,
             "retrieval_weight": ranker.weight if residual else 0.0,
-            "features": {k: list(v) for k, v in extra.items()},
+            "history_len": config.history_len,
+            "features": {k: list(v) for k, v in extra.items() if k != "history_len"},
             "training": {k: v for k, v in report.items()},
             "rerank": rerank,
             "latency": latency(ranker, args.runs),
@@ -247,17 +287,18 @@ def main_features(args) -> None:
     results = {
         "protocol": (
             "test users (sample), LightGCN dim 128 top 500, seen items excluded (full_ranking), "
-            "re-ranked by the ranker without and with features (history codes event, hour, "
-            "device, location; candidate price, margin, popularity, freshness), plain and "
-            "residual on retrieval (scorer + w * retrieval cosine), all trained on impression "
-            "outcomes + next-item targets of the training events; NDCG@10 / "
-            "Precision@10 of the three orders on the same lists; latency per query for 500 "
-            "candidates, ONNX 1 thread vs eager torch 1 thread"
+            "re-ranked by residual rankers (scorer + w * retrieval cosine): without features "
+            "(history 50), with the history codes (event, hour, device, location) and "
+            "candidate features (price, margin, popularity, freshness) the dataset carries "
+            "(history 50), and with those plus the seller and category codes at history 100; "
+            "all trained on impression outcomes + next-item targets of the training events; "
+            "NDCG@10 / Precision@10 on the same lists; latency per query for 500 candidates, "
+            "ONNX 1 thread vs eager torch 1 thread"
         ),
         "datasets": {name: run_features(name, args) for name in args.datasets.split(",")},
         "peak_rss_mib": peak_rss_mib(),
     }
-    path = write_results("ranker_features", results, module="ranker")
+    path = write_results(args.features_name, results, module="ranker")
     print(f"wrote {path}")
 
 
@@ -274,6 +315,18 @@ def main(argv: list[str] | None = None) -> None:
         "--features",
         action="store_true",
         help="ranker without vs with features (writes ranker_features.json)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="with --features: comma-separated variant names to run (default: without "
+        "features, with features, with features + history 100 + codes; also "
+        "residual_with_features_h100, residual_with_features_codes)",
+    )
+    parser.add_argument(
+        "--features-name",
+        default="ranker_features_h100",
+        help="with --features: the results file name (benchmarks/results/NAME.json)",
     )
     args = parser.parse_args(argv)
     if args.features:

@@ -34,6 +34,9 @@ CAND_SOURCES = {
     "margin": "margin",
     "popularity": "popularity",
     "freshness": "created_at",
+    # cand codes (RankerConfig.cand_codes): integer attributes written by the feeder
+    "seller": "seller_idx",
+    "category": "category_idx",
 }
 MAX_DEPTH = 32
 
@@ -51,9 +54,13 @@ class Shape:
         return "+".join(sorted(self.reads)) or "constant"
 
 
-def expected_columns(embedding_dim: int, cand_features: list[str]) -> tuple[str, ...]:
-    """The cand columns a ranker was trained on: the embedding, then its feature columns."""
-    return ("embedding",) * embedding_dim + tuple(CAND_SOURCES.get(f, f) for f in cand_features)
+def expected_columns(
+    embedding_dim: int, cand_features: list[str], cand_codes: list[str] = ()
+) -> tuple[str, ...]:
+    """The cand columns a ranker was trained on: the embedding, then its feature columns, then
+    its code columns."""
+    extra = [*cand_features, *cand_codes]
+    return ("embedding",) * embedding_dim + tuple(CAND_SOURCES.get(f, f) for f in extra)
 
 
 def describe(columns: tuple[str, ...]) -> str:

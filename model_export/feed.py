@@ -6,10 +6,14 @@ Documents are built as Python data (pyvespa serialises them as JSON):
   root first; created_at in epoch seconds; ``consumable`` from the products table;
   popularity = positive events of the product; ``ctx_popularity`` = its lift per context key,
   :mod:`model_export.popularity`) and the L2-normalised embedding (the field's metric is
-  prenormalized-angular);
+  prenormalized-angular); ``seller_idx`` / ``category_idx``: the product's index in the export
+  manifest's ``ranker.code_ids`` (the ranker's training id maps; without them the dataset's
+  sorted seller / category ids, the same definition), -1 when unknown;
 - ``user``: the L2-normalised embedding (it is the nearestNeighbor query vector), the newest
-  positive events first (at most 50) as ``recent_product_ids`` and ``recent_item_idx`` (rows of the
-  export's product list) with each event's context aligned (``recent_event_types``,
+  positive events first: at most 100 as ``history_product_ids`` and ``recent_item_idx`` (rows of
+  the export's product list; the ranker's history) and their first 50 as
+  ``recent_product_ids`` (exclusions, walk seeds), with each event's context aligned with
+  ``recent_item_idx`` (``recent_event_types``,
   ``recent_hours`` (-1 unknown), ``recent_devices``, ``recent_locations`` ("" unknown): the
   ``ranking_features`` profile's history codes), the newest purchases first (at most 50) as
   ``recent_purchases``, ``updated_at`` = the newest event's time;
@@ -41,7 +45,9 @@ from model_export.manifest import ExportError, Manifest
 from model_export.popularity import context_popularity
 from model_export.query import CONTEXT_FIELDS
 
-RECENT = 50
+RECENT = 50  # recent_product_ids, recent_purchases
+HISTORY = 100  # history_product_ids, recent_item_idx and the per-event context (ranker history)
+CODE_FIELDS = {"seller": "seller_idx", "category": "category_idx"}
 DOC_TYPES = ("product", "user", "seller")
 
 
@@ -115,9 +121,28 @@ def seller_vectors(market: Any, product_ids: list[str], table: np.ndarray) -> di
     return out
 
 
+def code_maps(market: Any, manifest: Manifest | None = None) -> dict[str, dict[str, int]]:
+    """seller / category id -> the index written as ``seller_idx`` / ``category_idx``: the
+    export manifest's ``ranker.code_ids`` (the ranker's training maps) where it has them, else
+    the dataset's sorted ids (the definition those maps follow)."""
+    from trainer.ranking.features import code_vocabularies
+
+    recorded = ((manifest.ranker if manifest is not None else None) or {}).get("code_ids") or {}
+    dataset = code_vocabularies(market, tuple(CODE_FIELDS))
+    return {
+        name: {v: i for i, v in enumerate(recorded.get(name) or dataset[name])}
+        for name in CODE_FIELDS
+    }
+
+
 def product_documents(
-    market: Any, ids: list[str], table: np.ndarray, embeddings_only: bool = False
+    market: Any,
+    ids: list[str],
+    table: np.ndarray,
+    embeddings_only: bool = False,
+    codes: dict[str, dict[str, int]] | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """``codes``: :func:`code_maps` (default: the dataset's sorted ids)."""
     vectors = normalized(table)
     if embeddings_only:
         for product_id, row in zip(ids, vectors, strict=True):
@@ -128,6 +153,7 @@ def product_documents(
     if missing:
         raise ExportError(f"dataset has no product {missing[0]!r} of the export's product_ids")
     paths = category_paths(market.categories)
+    codes = codes if codes is not None else code_maps(market)
     positives = positive_events(market)
     popularity = positives["product_id"].value_counts()
     in_context = context_popularity(positives, ids)
@@ -141,6 +167,8 @@ def product_documents(
             if isinstance(p["category_id"], str)
             else None,
             "seller_id": p["seller_id"],
+            "seller_idx": codes["seller"].get(p["seller_id"], -1),
+            "category_idx": codes["category"].get(p["category_id"], -1),
             "price": None if pd.isna(p["price"]) else float(p["price"]),
             "margin": None if pd.isna(p["margin"]) else float(p["margin"]),
             "created_at": _seconds(p["created_at"]),
@@ -170,7 +198,7 @@ def user_documents(
     events = positive_events(market)
     # Newest first; ties keep the file's order reversed, as a stable sort of the reversed frame.
     events = events.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
-    recent = {user: group.head(RECENT) for user, group in events.groupby("user_id", sort=False)}
+    recent = {user: group.head(HISTORY) for user, group in events.groupby("user_id", sort=False)}
     bought = market.events[market.events["event_type"] == "purchase"]
     bought = bought.iloc[::-1].sort_values("timestamp", ascending=False, kind="stable")
     purchases = {
@@ -182,7 +210,8 @@ def user_documents(
         fields: dict[str, Any] = {"user_id": user_id, "embedding": _tensor(row)}
         history = recent.get(user_id)
         products = [] if history is None else history["product_id"].tolist()
-        fields["recent_product_ids"] = products
+        fields["history_product_ids"] = products
+        fields["recent_product_ids"] = products[:RECENT]
         fields["recent_item_idx"] = [row_of[p] for p in products if p in row_of]
         if len(fields["recent_item_idx"]) != len(products):
             unknown = next(p for p in products if p not in row_of)
@@ -254,7 +283,8 @@ def feed(
     report = FeedReport()
     plans: list[tuple[str, int, Iterator[dict[str, Any]], str, dict[str, Any]]] = []
     if "product" in types:
-        docs = product_documents(market, product_ids, products, embeddings_only)
+        codes = code_maps(market, manifest)
+        docs = product_documents(market, product_ids, products, embeddings_only, codes)
         plans.append(("product", len(product_ids), docs, *_operation(embeddings_only)))
     if "user" in types:
         docs = user_documents(market, user_ids, users, product_ids, embeddings_only)

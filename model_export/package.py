@@ -163,13 +163,27 @@ def _int_input_problem(
     )
 
 
-def _limit_problems(entry: OnnxEntry, name: str, declared: TensorType, side: str, where: str):
+def _limit_problems(
+    entry: OnnxEntry,
+    name: str,
+    declared: TensorType,
+    side: str,
+    where: str,
+    history_len: int | None = None,
+):
     limits = entry.limits.get(name) or []
     for axis, (dim, limit) in enumerate(zip(declared.dims, limits, strict=False)):
         if limit is not None and dim.size is not None and dim.size > limit:
             yield (
                 f"{side} input '{name}' accepts at most {limit} on axis {axis}; "
                 f"{where} {declared.spec} sends {dim.size}"
+            )
+        elif history_len is not None and limit is not None and dim.size not in (None, limit):
+            # A ranker's history: clients send manifest ranker.history_length cells (the
+            # pipeline reads it), so a shorter query tensor would be refused at query time.
+            yield (
+                f"{side} input '{name}' reads {history_len} events on axis {axis} "
+                f"(ranker.history_length); {where} {declared.spec} holds {dim.size}"
             )
 
 
@@ -212,10 +226,13 @@ def check_block(
     block: Block,
     num_items: int | None = None,
     cand: tuple[str, ...] | None = None,
+    history_len: int | None = None,
 ) -> list[str]:
     """Problems of one onnx-model block against the manifest entry of the model it loads.
     ``num_items``: the catalogue size, for integer inputs (ids) fed from float cells. ``cand``:
-    the column sources of the ranker's ``cand`` input (for the scorer's block)."""
+    the column sources of the ranker's ``cand`` input (for the scorer's block).
+    ``history_len``: a ranker history encoder's length; its limited inputs must hold exactly
+    that many cells (neither more nor fewer than the client sends)."""
     side = f"manifest: {entry.name} ({entry.file})"
     problems = []
     graph_inputs = {t.name: t for t in entry.inputs}
@@ -256,7 +273,7 @@ def check_block(
                 f"{side} input '{name}' {spec.type}{spec.shape}; {where} {declared.spec}"
             )
             continue
-        problems.extend(_limit_problems(entry, name, declared, side, where))
+        problems.extend(_limit_problems(entry, name, declared, side, where, history_len))
         problem = _int_input_problem(spec, declared, num_items, side, where)
         if problem:
             problems.append(problem)
@@ -294,14 +311,23 @@ def check_package(folder: Path, manifest: Manifest, package: Path) -> dict[str, 
     schemas = parse_package(package)
     problems = check_dimensions(manifest, schemas)
     blocks = matching_blocks(manifest, schemas)
-    cand = None
+    cand, encoder, history_len = None, None, None
     if manifest.ranker:
         from model_export.cand_columns import expected_columns
+        from model_export.ranker import PROFILE_MODELS
 
-        cand = expected_columns(manifest.embedding_dim, manifest.ranker.get("cand_features", []))
+        ranker = manifest.ranker
+        cand = expected_columns(
+            manifest.embedding_dim, ranker.get("cand_features", []), ranker.get("cand_codes", [])
+        )
+        encoder = PROFILE_MODELS.get(str(ranker.get("profile", "ranking")), (None,))[0]
+        history_len = ranker.get("history_length")
     for name, entry in manifest.onnx_by_name().items():
+        length = history_len if name == encoder else None
         for block in blocks[name]:
-            problems.extend(check_block(entry, block, manifest.dataset.get("num_items"), cand))
+            problems.extend(
+                check_block(entry, block, manifest.dataset.get("num_items"), cand, length)
+            )
     if problems:
         raise ExportError(
             "export does not match the application package:\n  " + "\n  ".join(problems)

@@ -5,7 +5,8 @@ list, newest first, as :mod:`model_export.feed` writes them) becomes the history
 (``item_idx + 1``, 0 = padding): clients that build ``input.query(hist)`` call
 :func:`ranking_inputs` (or do exactly what it does) and nothing else adds 1.
 
-Vespa's ``query(hist)`` is ``tensor<float>(d0[1],d1[50])`` while the ONNX input is int64: Vespa
+Vespa's ``query(hist)`` is ``tensor<float>(d0[1],d1[50])`` (``d1[100]`` in ``ranking_features``:
+pass ``length`` = the manifest's ``ranker.history_length``) while the ONNX input is int64: Vespa
 converts the cells to the model's input type when it feeds the model, and so does the embedded
 engine. Float32 holds every integer up to 2**24 exactly, so ids stay exact below that catalogue
 size (the package check refuses larger catalogues).
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 HISTORY_QUERY, CONTEXT_QUERY = "input.query(hist)", "input.query(ctx)"
-HISTORY_LENGTH = 50  # query(hist) tensor<float>(d0[1],d1[50])
+HISTORY_LENGTH = 50  # the ranking profile's query(hist) tensor<float>(d0[1],d1[50])
 CONTEXT_LENGTH = 16  # query(ctx) tensor<float>(d0[1],d1[16])
 FLOAT_EXACT = 1 << 24  # largest integer span a float32 cell carries exactly
 # trainer.data.schema.EVENT_TYPES / DEVICES (written again: serving code does not import the

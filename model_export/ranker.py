@@ -13,7 +13,8 @@ also refuses a ranker whose user vectors are not the export's user embeddings (L
 the feeder writes and the client sends as ``query(q_user)``), and records W in the manifest's
 ``ranker.retrieval_weight`` for clients to send as ``input.query(retrieval_weight)``.
 
-A ranker trained with features (``history_features`` / ``cand_features``, docs/ranker.md) is
+A ranker trained with features (``history_features`` / ``cand_features`` / ``cand_codes``,
+docs/ranker.md; its manifest section records the codes' training id maps, ``code_ids``) is
 served by the package's ``ranking_features`` profile instead of ``ranking``: its files are named
 ``history_encoder_features.onnx`` / ``ranker_features.onnx`` (the files that profile's onnx-model
 blocks load, so the package check and ``--install`` pair them), and the manifest's
@@ -125,7 +126,9 @@ def check_users(ranked: LoadedRanker, users: np.ndarray, source: Path) -> None:
 def profile_for(config: Any) -> str:
     """The rank profile that serves a ranker: ``ranking_features`` when it reads history codes
     or candidate feature columns, else ``ranking`` (the §9 interface)."""
-    return "ranking_features" if config.history_features or config.cand_features else "ranking"
+    codes = getattr(config, "cand_codes", ())
+    features = config.history_features or config.cand_features or codes
+    return "ranking_features" if features else "ranking"
 
 
 def model_names(config: Any) -> tuple[str, str]:
@@ -169,6 +172,10 @@ def export(
         # cand columns after the embedding, in order (the profile's cand function).
         "history_features": list(config.history_features),
         "cand_features": list(config.cand_features),
+        # Candidate codes after the feature columns (seller_idx / category_idx attributes) and
+        # their training id maps: the feeder writes each product's index in these lists.
+        "cand_codes": list(config.cand_codes),
+        "code_ids": {name: list(ids) for name, ids in ranker.vocabularies.items()},
         "location_buckets": int(config.location_buckets),
         "locations": list(locations),
         "source_checkpoint": {"path": str(ranked.path.resolve()), "sha256": sha256(ranked.path)},
@@ -214,7 +221,7 @@ def check_parity(loaded: Loaded, ranked: LoadedRanker, folder: Path) -> list[Par
     )
 
     ranker = ranked.ranker
-    if ranker.config.cand_features and ranker.cand_table is None:
+    if (ranker.config.cand_features or ranker.config.cand_codes) and ranker.cand_table is None:
         ranker.bind(loaded.data)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

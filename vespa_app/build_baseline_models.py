@@ -10,12 +10,14 @@ exercised end to end:
   (rows picked by item_idx mod TABLE_ROWS) + ctx @ W_ctx.
 - ranker.onnx: user_state float[1, USER_STATE_DIM], cand float[1, EMBEDDING_DIM]
   -> score float[1, 1] = sum(user_state * (cand @ W_cand)).
-- history_encoder_features.onnx (profile ``ranking_features``): the history encoder's inputs plus
-  one int64[1, HISTORY_LEN] code input per HISTORY_FEATURES name (hist_event, hist_hour,
-  hist_device, hist_location; 0 = padding) -> user_state = the baseline encoder's output + the
-  masked mean of a fixed code table (rows picked by code mod FEATURE_ROWS) per feature.
-- ranker_features.onnx: user_state, cand float[1, EMBEDDING_DIM + len(CAND_FEATURES)] (the
-  embedding then price, margin, popularity, freshness) -> score = sum(user_state * (cand @ W)).
+- history_encoder_features.onnx (profile ``ranking_features``): the history encoder's inputs at
+  FEATURES_HISTORY_LEN (the newest 100 events) plus one int64[1, FEATURES_HISTORY_LEN] code input
+  per HISTORY_FEATURES name (hist_event, hist_hour, hist_device, hist_location; 0 = padding)
+  -> user_state = the baseline encoder's output + the masked mean of a fixed code table (rows
+  picked by code mod FEATURE_ROWS) per feature.
+- ranker_features.onnx: user_state, cand float[1, EMBEDDING_DIM + len(CAND_FEATURES) +
+  len(CAND_CODES)] (the embedding, then price, margin, popularity, freshness, then the seller
+  and category codes) -> score = sum(user_state * (cand @ W)).
 
 Rerunnable: `python -m vespa_app.build_baseline_models [--out DIR]` writes byte-identical files.
 """
@@ -34,12 +36,14 @@ from onnx import TensorProto, helper, numpy_helper
 EMBEDDING_DIM = 128  # product/user two-tower vectors: tensor<float>(x[128])
 USER_STATE_DIM = 64  # history encoder output
 HISTORY_LEN = 50  # query(hist) tensor<float>(d0[1],d1[50])
+FEATURES_HISTORY_LEN = 100  # ranking_features: query(hist*) tensor<float>(d0[1],d1[100])
 CONTEXT_DIM = 16  # query(ctx) tensor<float>(d0[1],d1[16])
 TABLE_ROWS = 1024  # hashed item table of the baseline encoder (keeps the file small)
 # The ranking_features profile: per-event code inputs hist_<name> and the extra cand columns
 # (trainer.ranking.samples.HISTORY_FEATURES, trainer.ranking.features.CAND_FEATURES).
 HISTORY_FEATURES = ("event", "hour", "device", "location")
 CAND_FEATURES = ("price", "margin", "popularity", "freshness")
+CAND_CODES = ("seller", "category")  # trainer.ranking.features.CAND_CODES (seller_idx, ...)
 FEATURE_ROWS = 64  # hashed code table per history feature of the baseline encoder
 SEED = 20240501
 OPSET = 17
@@ -69,7 +73,12 @@ def _features_weights(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name in HISTORY_FEATURES
     }
     extra = rng.standard_normal((len(CAND_FEATURES), USER_STATE_DIM)) / np.sqrt(EMBEDDING_DIM)
-    out["w_cand_features"] = np.concatenate([w["w_cand"], extra.astype(np.float32)])
+    # Code columns carry indices (up to thousands): small weights keep the baseline's scores
+    # in the embedding term's range.
+    codes = rng.standard_normal((len(CAND_CODES), USER_STATE_DIM)) / 1e4
+    out["w_cand_features"] = np.concatenate(
+        [w["w_cand"], extra.astype(np.float32), codes.astype(np.float32)]
+    )
     return out
 
 
@@ -119,14 +128,15 @@ def history_encoder_model(
             numpy_helper.from_array(np.array(FEATURE_ROWS, dtype=np.int64), "feature_rows")
         )
         inits += [numpy_helper.from_array(extra[f"table_{n}"], f"table_{n}") for n in features]
+    length = FEATURES_HISTORY_LEN if features else HISTORY_LEN
     graph = helper.make_graph(
         nodes,
         "history_encoder_features" if features else "history_encoder",
         [
-            helper.make_tensor_value_info("hist", TensorProto.INT64, [1, HISTORY_LEN]),
+            helper.make_tensor_value_info("hist", TensorProto.INT64, [1, length]),
             helper.make_tensor_value_info("ctx", TensorProto.FLOAT, [1, CONTEXT_DIM]),
             *(
-                helper.make_tensor_value_info(f"hist_{n}", TensorProto.INT64, [1, HISTORY_LEN])
+                helper.make_tensor_value_info(f"hist_{n}", TensorProto.INT64, [1, length])
                 for n in features
             ),
         ],
@@ -147,7 +157,7 @@ def ranker_model(w: dict[str, np.ndarray], with_features: bool = False) -> onnx.
         numpy_helper.from_array(weights, "w_cand"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "feat_axis"),
     ]
-    width = EMBEDDING_DIM + (len(CAND_FEATURES) if with_features else 0)
+    width = EMBEDDING_DIM + (len(CAND_FEATURES) + len(CAND_CODES) if with_features else 0)
     graph = helper.make_graph(
         nodes,
         "ranker_features" if with_features else "ranker",

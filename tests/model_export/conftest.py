@@ -7,6 +7,7 @@ history to 50, so the parity lengths 1, 37 and the maximum all exist).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,24 @@ def exports(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return done
 
 
+def package_copy(folder: Path) -> Path:
+    """A copy of the project's Vespa package under ``folder`` (tests never install into the
+    project's own)."""
+    from model_export.cli import DEFAULT_PACKAGE
+
+    package = folder / "package"
+    shutil.copytree(DEFAULT_PACKAGE, package)
+    return package
+
+
+def export_with_ranker(checkpoints: dict[str, Path], ranker: Path, out: Path, *more: str) -> int:
+    """``python -m model_export`` for the tiny BPR-MF and ``ranker``; returns the exit code."""
+    from model_export.cli import main
+
+    argv = ["--checkpoint", str(checkpoints["bprmf"]), "--ranker", str(ranker)]
+    return main([*argv, "--out", str(out), *more])
+
+
 def tiny_ranker_config(**overrides):
     """A ranker small enough to train in seconds; history_len 50 = the package's query(hist)."""
     from trainer.models.ranker import RankerConfig
@@ -129,23 +148,32 @@ def residual_ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
 
 
 FEATURES = dict(
+    history_len=100,
     history_features=("event", "hour", "device", "location"),
     cand_features=("price", "margin", "popularity", "freshness"),
+    cand_codes=("seller", "category"),
 )  # what the package's ranking_features profile serves
 
 
 @pytest.fixture(scope="session")
 def features_ranker_checkpoint(checkpoints, dataset, tmp_path_factory) -> Path:
-    """A ranker with every history code and candidate feature, trained (one short epoch) over
-    the 128-d BPR-MF's item embeddings."""
+    """A ranker reading 100 events with every history code, candidate feature and candidate
+    code (seller, category), trained (one short epoch) over the 128-d BPR-MF's item
+    embeddings."""
     from trainer.data.loaders import load_dataset
     from trainer.models.base import load_checkpoint
     from trainer.models.ranker import Ranker, save_ranker
+    from trainer.ranking.features import code_vocabularies
 
-    data = split_dataset(load_dataset(dataset))
+    market = load_dataset(dataset)
+    data = split_dataset(market)
     retrieval = load_checkpoint(checkpoints["bprmf"]).model
     torch.manual_seed(0)
-    ranker = Ranker(tiny_ranker_config(**FEATURES), retrieval.item_embeddings())
+    ranker = Ranker(
+        tiny_ranker_config(**FEATURES),
+        retrieval.item_embeddings(),
+        vocabularies=code_vocabularies(market, FEATURES["cand_codes"]),
+    )
     report = ranker.fit(data, progress=False)
     path = tmp_path_factory.mktemp("features-ranker") / "ranker.pt"
     return save_ranker(ranker, path, dataset_path=str(dataset), epochs=report["epochs"])

@@ -62,8 +62,13 @@ def test_documents_are_data_with_the_schema_fields(exports, dataset):
     assert set(fields) <= {
         "product_id", "title", "description", "category_path", "seller_id", "price",
         "margin", "created_at", "in_stock", "consumable", "popularity", "embedding",
-        "ctx_popularity",
+        "ctx_popularity", "seller_idx", "category_idx",
     }  # fmt: skip
+    # Codes: the index in the dataset's sorted ids (the ranker's training maps), -1 unknown.
+    product = market.products.set_index("product_id").loc[ids[0]]
+    assert fields["seller_idx"] == sorted(market.sellers["seller_id"]).index(product["seller_id"])
+    categories = sorted(market.categories["category_id"])
+    assert fields["category_idx"] == categories.index(product["category_id"])
     assert np.linalg.norm(fields["embedding"]["values"]) == pytest.approx(1.0, abs=1e-6)
     path = fields["category_path"]
     assert path[-1] == market.products.set_index("product_id").loc[ids[0], "category_id"]
@@ -72,10 +77,13 @@ def test_documents_are_data_with_the_schema_fields(exports, dataset):
 
     user_ids, users = read_embeddings(exports["lightgcn"], manifest, "user")
     docs = list(user_documents(market, user_ids, users, ids))
-    assert all(len(d["fields"]["recent_item_idx"]) <= 50 for d in docs)
+    # The ranker's history keeps 100 events; exclusions and walk seeds read the newest 50.
+    assert all(len(d["fields"]["recent_item_idx"]) <= 100 for d in docs)
+    assert all(len(d["fields"]["recent_product_ids"]) <= 50 for d in docs)
     with_history = next(d for d in docs if d["fields"]["recent_product_ids"])
     fields = with_history["fields"]
-    assert [ids[i] for i in fields["recent_item_idx"]] == fields["recent_product_ids"]
+    assert [ids[i] for i in fields["recent_item_idx"]] == fields["history_product_ids"]
+    assert fields["recent_product_ids"] == fields["history_product_ids"][:50]
     events = market.events[market.events["user_id"] == with_history["id"]]
     newest = events[events["event_type"].isin(market.info.positive_events)]["timestamp"].max()
     first = market.events[
@@ -211,3 +219,40 @@ def test_consumable_context_popularity_purchases_and_seller_vectors(exports, dat
     np.testing.assert_allclose(vectors[seller], expected / np.linalg.norm(expected), atol=1e-6)
     docs = {d["id"]: d["fields"] for d in seller_documents(market, vectors)}
     assert np.linalg.norm(docs[seller]["embedding"]["values"]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_users_keep_100_history_events_and_products_their_codes():
+    """120 clicks: the ranker's history keeps the newest 100 (ids, rows and context aligned),
+    recent_product_ids their newest 50; seller_idx / category_idx follow the given maps, -1
+    for an id the maps lack or a missing one."""
+    import pandas as pd
+
+    from tests.trainer.data.builders import events, frames, marketplace
+
+    tables = frames(num_products=130)
+    products = tables["products"]
+    products.loc[0, "seller_id"] = None
+    clicks = events([("u1", f"p{i}", "click") for i in range(120)] + [("u2", "p0", "click")])
+    market = marketplace(products=products, events=clicks)
+    product_ids = products["product_id"].tolist()
+    user_ids = ["u1", "u2", "u3"]
+    docs = {
+        d["id"]: d["fields"] for d in user_documents(market, user_ids, np.eye(3, 4), product_ids)
+    }
+    newest = [f"p{i}" for i in range(119, 19, -1)]
+    fields = docs["u1"]
+    assert fields["history_product_ids"] == newest
+    assert fields["recent_product_ids"] == newest[:50]
+    assert fields["recent_item_idx"] == [product_ids.index(p) for p in newest]
+    assert len(fields["recent_hours"]) == len(fields["recent_devices"]) == 100
+    assert docs["u2"]["recent_item_idx"] == [0]
+
+    codes = {"seller": {"s2": 0}, "category": {"home": 0, "home/kitchen": 1}}
+    table = np.eye(130, 4)
+    got = {
+        d["id"]: d["fields"]
+        for d in product_documents(market, product_ids[:3], table[:3], codes=codes)
+    }
+    assert [got[p]["seller_idx"] for p in ("p0", "p1", "p2")] == [-1, 0, -1]  # None, s2, s1
+    assert {got[p]["category_idx"] for p in got} == {1}
+    assert pd.isna(market.products.loc[0, "seller_id"])

@@ -4,7 +4,6 @@ engine's `ranking` profile scoring exactly what the PyTorch ranker scores (issue
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.request
 
@@ -12,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.cli import DEFAULT_PACKAGE, main
+from model_export.cli import main
 from model_export.feed import feed, normalized
 from model_export.manifest import Manifest, check_self_contained, sha256
 from model_export.query import ranking_inputs
-from tests.model_export.conftest import tiny_ranker_config
+from tests.model_export.conftest import export_with_ranker, package_copy, tiny_ranker_config
 from trainer.data.loaders import load_dataset
 from trainer.data.splits import split_dataset
 from trainer.models.base import load_checkpoint
@@ -29,24 +28,14 @@ USERS = 6
 HITS = 50
 
 
-def _package_copy(tmp_path):
-    package = tmp_path / "package"
-    shutil.copytree(DEFAULT_PACKAGE, package)
-    return package
-
-
-def _export(checkpoints, ranker_checkpoint, out, *more):
-    argv = ["--checkpoint", str(checkpoints["bprmf"]), "--ranker", str(ranker_checkpoint)]
-    return main([*argv, "--out", str(out), *more])
-
-
 @pytest.fixture(scope="module")
 def installed(checkpoints, ranker_checkpoint, tmp_path_factory):
     """Export BPR-MF + ranker and install into a copy of the package (never the project's)."""
     root = tmp_path_factory.mktemp("ranker-export")
-    package = _package_copy(root)
+    package = package_copy(root)
     out = root / "export"
-    assert _export(checkpoints, ranker_checkpoint, out, "--package", str(package), "--install") == 0
+    argv = ["--package", str(package), "--install"]
+    assert export_with_ranker(checkpoints, ranker_checkpoint, out, *argv) == 0
     return out, package
 
 
@@ -98,9 +87,10 @@ def test_ranker_with_shorter_history_than_the_profile_is_refused(checkpoints, tm
     retrieval = load_checkpoint(checkpoints["bprmf"]).model
     ranker = Ranker(tiny_ranker_config(history_len=20), retrieval.item_embeddings())
     path = save_ranker(ranker, tmp_path / "short.pt")
-    package = _package_copy(tmp_path)
+    package = package_copy(tmp_path)
     before = (package / "models" / "history_encoder.onnx").read_bytes()
-    code = _export(checkpoints, path, tmp_path / "out", "--package", str(package), "--install")
+    argv = ["--package", str(package), "--install"]
+    code = export_with_ranker(checkpoints, path, tmp_path / "out", *argv)
     err = capsys.readouterr().err
     assert code == 2
     assert "history_encoder" in err and "at most 20" in err and "d1[50]" in err
@@ -113,7 +103,8 @@ def test_ranker_parity_failure_exits_1(checkpoints, ranker_checkpoint, tmp_path,
 
     real = ranker_module.reference_score
     monkeypatch.setattr(ranker_module, "reference_score", lambda r, u, c: real(r, u, c) + 1e-3)
-    code = _export(checkpoints, ranker_checkpoint, tmp_path / "out", "--skip-package-check")
+    out = tmp_path / "out"
+    code = export_with_ranker(checkpoints, ranker_checkpoint, out, "--skip-package-check")
     assert code == 1
 
 
@@ -241,9 +232,9 @@ def test_engine_ranking_matches_pytorch_ranker(
 @pytest.fixture(scope="module")
 def residual_installed(checkpoints, residual_ranker_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("residual-export")
-    package = _package_copy(root)
+    package = package_copy(root)
     out = root / "export"
-    code = _export(
+    code = export_with_ranker(
         checkpoints, residual_ranker_checkpoint, out, "--package", str(package), "--install"
     )
     assert code == 0
@@ -273,7 +264,7 @@ def test_residual_ranker_over_other_user_vectors_is_refused(checkpoints, tmp_pat
         tiny_ranker_config(), retrieval.model.item_embeddings(), user_embeddings=shuffled
     )
     path = save_ranker(ranker, tmp_path / "residual.pt")
-    assert _export(checkpoints, path, tmp_path / "out", "--check-only") == 2
+    assert export_with_ranker(checkpoints, path, tmp_path / "out", "--check-only") == 2
     err = capsys.readouterr().err
     assert str(path) in err and "normalised user embeddings" in err
 

@@ -332,9 +332,11 @@ def _body(world, profile: str, pid: str = "P7", **extra) -> dict:
         "ranking.profile": profile,
         "ranking.freshness": str(NOW),
         "hits": 100,
+        "timeout": "30s",  # the per-hit reference path is slow on a loaded machine
     }
     if profile in ("ranking", "features", "ranking_features"):
-        hist = [[0.0] * 50]
+        # The package's ranking profile reads 50 events (spec section 9), ranking_features 100.
+        hist = [[0.0] * (100 if profile == "ranking_features" else 50)]
         hist[0][:4] = [11, 250, 3, 1999]
         body["input.query(hist)"] = hist
         body["input.query(ctx)"] = [[(i - 8) / 10 for i in range(16)]]

@@ -8,8 +8,9 @@
   interact. History items are represented by the retrieval model's item embeddings (a frozen
   table inside the encoder) through a learned projection: the ranker never retrains them.
 - :class:`CandidateScorer` is a light per-candidate network over ``user_state`` and ``cand`` (the
-  candidate's L2-normalised retrieval embedding, optionally followed by extra feature columns):
-  a bilinear term plus a small MLP over [u, c, u * c]. It returns ``score`` (B, 1).
+  candidate's L2-normalised retrieval embedding, optionally followed by extra feature columns
+  and by seller / category code columns, each looked up in a learned table): a bilinear term plus
+  a small MLP over [u, c, u * c]. It returns ``score`` (B, 1).
 
 The ONNX interface equals the ``ranking`` profile of vespa-subset.md §9: history_encoder
 (``hist``, ``ctx`` -> ``user_state``) and ranker (``user_state``, ``cand`` -> ``score``). With
@@ -47,7 +48,12 @@ from trainer.evaluation.metrics import hit_matrix, ndcg_at_k, precision_at_k
 from trainer.evaluation.ranking import evaluation_users, target_matrix
 from trainer.models.sequence_encoder import Block, _init_weights
 from trainer.models.training import epoch_summary
-from trainer.ranking.features import CAND_FEATURES, CONTEXT_DIM, CandidateFeatures
+from trainer.ranking.features import (
+    CAND_CODES,
+    CAND_FEATURES,
+    CONTEXT_DIM,
+    CandidateFeatures,
+)
 from trainer.ranking.samples import (
     HISTORY_FEATURES,
     HistoryIndex,
@@ -83,6 +89,10 @@ class RankerConfig:
     location_buckets: int = 64
     # Extra cand columns after the embedding (any of price, margin, popularity, freshness).
     cand_features: tuple[str, ...] = ()
+    # Candidate codes after those columns (any of seller, category): the product's index in the
+    # training id map as a float cell, looked up in a learned table of the scorer (index + 1;
+    # 0 = unknown). The Ranker needs the maps (``vocabularies=``, features.code_vocabularies).
+    cand_codes: tuple[str, ...] = ()
     negatives: int = 64  # per next-item target
     hard_share: float = 0.5  # of them from the retrieval candidates (when given)
     impression_window: int = 3600  # seconds from impression to engagement that count
@@ -116,6 +126,9 @@ class RankerConfig:
         bad = [n for n in self.cand_features if n not in CAND_FEATURES]
         if bad:
             raise ValueError(f"ranker: unknown cand feature {bad[0]!r} ({CAND_FEATURES})")
+        bad = [n for n in self.cand_codes if n not in CAND_CODES]
+        if bad:
+            raise ValueError(f"ranker: unknown cand code {bad[0]!r} ({CAND_CODES})")
         if self.history_len < 1 or self.negatives < 1 or self.location_buckets < 3:
             raise ValueError("ranker: history_len, negatives >= 1 and location_buckets >= 3")
         if self.target_stage not in ("train", "valid"):
@@ -183,11 +196,25 @@ class HistoryEncoder(nn.Module):
 
 
 class CandidateScorer(nn.Module):
-    """(user_state (..., S), cand (..., C)) -> score (..., 1)."""
+    """(user_state (..., S), cand (..., C)) -> score (..., 1).
 
-    def __init__(self, config: RankerConfig, cand_dim: int, start_at_zero: bool = False):
+    With ``code_sizes`` the last ``len(code_sizes)`` columns of ``cand`` are codes (a training
+    map index as a float, -1 unknown): each is rounded, shifted to index + 1 (0 for anything
+    outside [0, size - 1), the reserved unknown row) and its learned vector added to the
+    projected candidate."""
+
+    def __init__(
+        self,
+        config: RankerConfig,
+        cand_dim: int,
+        start_at_zero: bool = False,
+        code_sizes: tuple[int, ...] = (),
+    ):
         super().__init__()
-        self.cand_proj = nn.Linear(cand_dim, config.state_dim)
+        self.dense = cand_dim - len(code_sizes)
+        self.code_sizes = tuple(int(n) for n in code_sizes)
+        self.cand_proj = nn.Linear(self.dense, config.state_dim)
+        self.codes = nn.ModuleList(nn.Embedding(n, config.state_dim) for n in self.code_sizes)
         self.mlp = nn.Sequential(
             nn.Linear(3 * config.state_dim, config.hidden),
             nn.GELU(),
@@ -200,9 +227,15 @@ class CandidateScorer(nn.Module):
             for layer in (self.cand_proj, self.mlp[-1]):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+            for table in self.codes:
+                nn.init.zeros_(table.weight)
 
     def forward(self, user_state: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        c = self.cand_proj(cand)  # (..., S)
+        c = self.cand_proj(cand[..., : self.dense])  # (..., S)
+        for k, (table, size) in enumerate(zip(self.codes, self.code_sizes, strict=True)):
+            code = torch.round(cand[..., self.dense + k]).to(torch.int64)
+            known = (code >= 0) & (code < size - 1)
+            c = c + table(torch.where(known, code + 1, torch.zeros_like(code)))
         both = user_state * c
         return self.mlp(torch.cat([user_state, c, both], dim=-1)) + both.sum(-1, keepdim=True)
 
@@ -225,8 +258,16 @@ class Ranker:
         item_embeddings: torch.Tensor,
         normalised: bool = False,
         user_embeddings: torch.Tensor | None = None,
+        vocabularies: dict[str, tuple[str, ...]] | None = None,
     ):
+        """``vocabularies``: the training id map of each ``config.cand_codes`` entry
+        (:func:`trainer.ranking.features.code_vocabularies`); required when codes are set."""
         self.config = config
+        vocabularies = dict(vocabularies or {})
+        missing = [n for n in config.cand_codes if n not in vocabularies]
+        if missing:
+            raise ValueError(f"ranker: cand code {missing[0]!r} needs its id map (vocabularies=)")
+        self.vocabularies = {n: tuple(vocabularies[n]) for n in config.cand_codes}
         # (N, E); a checkpoint stores them normalised already (normalising again moves bits).
         self.item_vectors = item_embeddings.float() if normalised else normalise(item_embeddings)
         self.num_items = self.item_vectors.shape[0]
@@ -244,7 +285,8 @@ class Ranker:
             requires_grad=config.learn_retrieval_weight,
         )
         self.encoder = HistoryEncoder(config, self.item_vectors)
-        self.scorer = CandidateScorer(config, self.cand_dim, start_at_zero=self.residual)
+        code_sizes = tuple(len(self.vocabularies[n]) + 1 for n in config.cand_codes)
+        self.scorer = CandidateScorer(config, self.cand_dim, self.residual, code_sizes)
         self.cand_table: CandidateFeatures | None = None
 
     @property
@@ -271,7 +313,7 @@ class Ranker:
 
     @property
     def cand_dim(self) -> int:
-        return self.embedding_dim + len(self.config.cand_features)
+        return self.embedding_dim + len(self.config.cand_features) + len(self.config.cand_codes)
 
     def parameters(self):
         weight = (
@@ -287,7 +329,7 @@ class Ranker:
     def cand_vectors(self, items: np.ndarray, now: np.ndarray) -> torch.Tensor:
         """(*items.shape, C) cand rows: embedding, then the extra feature columns."""
         emb = self.item_vectors[torch.as_tensor(items)]
-        if not self.config.cand_features:
+        if not self.config.cand_features and not self.config.cand_codes:
             return emb
         if self.cand_table is None:
             raise RuntimeError("cand_features need bind(data) before scoring")
@@ -302,7 +344,9 @@ class Ranker:
             raise ValueError(
                 f"ranker: data has {data.num_items} items, the embeddings {self.num_items}"
             )
-        self.cand_table = CandidateFeatures(data, tuple(self.config.cand_features), popularity)
+        self.cand_table = CandidateFeatures(
+            data, tuple(self.config.cand_features), popularity, self.vocabularies
+        )
 
     def _encode(self, samples: Samples) -> torch.Tensor:
         # Histories are right-padded, so columns past the longest one are all padding: cutting
@@ -340,7 +384,7 @@ class Ranker:
         """(U, C) float32 scores of ``items`` (U, C) for ``users``, from their ``stage`` history
         (for a residual ranker: scorer output + w * retrieval cosine, as the global phase)."""
         self.train_mode(False)
-        if self.config.cand_features and self.cand_table is None:
+        if (self.config.cand_features or self.config.cand_codes) and self.cand_table is None:
             self.bind(data)
         samples = self.request(data, stage, users, items)
         out = np.empty(np.shape(items), dtype=np.float32)
@@ -522,6 +566,7 @@ def save_ranker(ranker: Ranker, path: Path, **extra: Any) -> Path:
             "config": dataclasses.asdict(ranker.config),
             "item_vectors": ranker.item_vectors,
             "user_vectors": ranker.user_vectors,
+            "vocabularies": {k: list(v) for k, v in ranker.vocabularies.items()},
             "state": ranker.state_dict(),
             "extra": extra,
         },
@@ -535,7 +580,7 @@ def load_ranker(path: Path) -> Ranker:
     if raw.get("model") != "ranker":
         raise ValueError(f"{path}: not a ranker checkpoint (model={raw.get('model')!r})")
     config = dict(raw["config"])
-    for key in ("history_features", "cand_features", "history_events"):
+    for key in ("history_features", "cand_features", "cand_codes", "history_events"):
         if config.get(key) is not None:
             config[key] = tuple(config[key])
     ranker = Ranker(
@@ -543,6 +588,7 @@ def load_ranker(path: Path) -> Ranker:
         raw["item_vectors"],
         normalised=True,
         user_embeddings=raw.get("user_vectors"),
+        vocabularies={k: tuple(v) for k, v in (raw.get("vocabularies") or {}).items()},
     )
     ranker.load_state_dict(raw["state"])
     ranker.train_mode(False)

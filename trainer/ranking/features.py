@@ -25,6 +25,13 @@ Candidate feature columns (in the order named by ``RankerConfig.cand_features``)
   log (``popularity=`` gives those counts to compare with the engine);
 - ``freshness``: Vespa's ``freshness(created_at)`` with ``maxAge`` 30 days: max(0, 1 - age /
   maxAge) at the request time, 0 when unknown.
+
+Candidate code columns (``RankerConfig.cand_codes``, after the feature columns): ``seller`` and
+``category`` as the index of the product's seller / leaf category in the training data's sorted
+ids (:func:`code_vocabularies`), -1 when unknown. They travel as float cells (exact below 2**24)
+and the scorer looks them up in learned tables (index + 1; 0 is reserved for unknown ids and for
+indices outside the training map). At serving time they are the product's ``seller_idx`` and
+``category_idx`` attributes, written by the feeder from the export manifest's id lists.
 """
 
 from __future__ import annotations
@@ -39,6 +46,31 @@ LOCATION_SLOTS = 8
 YEAR_SECONDS = 365 * 24 * 3600
 FRESHNESS_MAX_AGE = 2_592_000  # rank-properties freshness(created_at).maxAge in product.sd
 CAND_FEATURES = ("price", "margin", "popularity", "freshness")
+CAND_CODES = ("seller", "category")
+# cand code -> (products column, table whose sorted ids form the training map)
+CODE_SOURCES = {"seller": ("seller_id", "sellers"), "category": ("category_id", "categories")}
+
+
+def code_vocabularies(market, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The training id maps of the cand codes: each code's sorted ids of its table (the sellers
+    and categories of the dataset); index in the tuple = the code value."""
+    unknown = [name for name in names if name not in CAND_CODES]
+    if unknown:
+        raise ValueError(f"cand_codes: unknown code {unknown[0]!r} ({CAND_CODES})")
+    out = {}
+    for name in names:
+        column, table = CODE_SOURCES[name]
+        ids = getattr(market, table)[column].dropna().astype(str)
+        out[name] = tuple(sorted(set(ids)))
+    return out
+
+
+def code_indices(values, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """(N,) int64 index of each value in ``vocabulary``; -1 for a missing or unknown id."""
+    position = {v: i for i, v in enumerate(vocabulary)}
+    return np.array(
+        [position.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64
+    )
 
 
 def context_vectors(
@@ -74,9 +106,11 @@ class CandidateFeatures:
         data: InteractionData,
         names: tuple[str, ...],
         popularity: np.ndarray | None = None,
+        codes: dict[str, tuple[str, ...]] | None = None,
     ):
         """``popularity``: (num_items,) positive-event counts to use instead of the training
-        events' (e.g. the feeder's, which count the whole log)."""
+        events' (e.g. the feeder's, which count the whole log). ``codes``: cand code name ->
+        its training id map (:func:`code_vocabularies`), columns after the features."""
         unknown = [name for name in names if name not in CAND_FEATURES]
         if unknown:
             raise ValueError(f"cand_features: unknown feature {unknown[0]!r} ({CAND_FEATURES})")
@@ -98,6 +132,11 @@ class CandidateFeatures:
                 f"cand_features: popularity has shape {popularity.shape}, "
                 f"the data {data.num_items} items"
             )
+        self.codes = {}
+        for name, vocabulary in (codes or {}).items():
+            column = CODE_SOURCES[name][0]
+            values = products[column].astype(object).where(products[column].notna(), None)
+            self.codes[name] = code_indices(values.tolist(), vocabulary).astype(np.float64)
         self.static = {
             "price": np.nan_to_num(np.log10(1.0 + np.maximum(price, 0.0)), nan=0.0),
             "margin": np.nan_to_num(margin, nan=0.0),
@@ -106,7 +145,7 @@ class CandidateFeatures:
 
     @property
     def width(self) -> int:
-        return len(self.names)
+        return len(self.names) + len(self.codes)
 
     def __call__(self, items: np.ndarray, now: np.ndarray) -> np.ndarray:
         """(*items.shape, F) float32 features; ``now`` (items.shape[0],) request epoch seconds."""
@@ -120,6 +159,7 @@ class CandidateFeatures:
                 columns.append(np.nan_to_num(fresh, nan=0.0))
             else:
                 columns.append(self.static[name][items])
+        columns.extend(table[items] for table in self.codes.values())
         if not columns:
             return np.zeros((*items.shape, 0), dtype=np.float32)
         return np.stack(columns, axis=-1).astype(np.float32)

@@ -45,7 +45,10 @@ from vespa_app.client.rows import CatalogRows, ProductNotFound
 from vespa_app.client.vectors import ProductVectors, load_product_vectors
 from vespa_app.client.vespa import VespaClient, VespaError
 
-RECENT = 50  # recent_product_ids / recent_item_idx / recent_purchases kept (model_export.feed)
+RECENT = 50  # recent_product_ids / recent_purchases kept (model_export.feed)
+# history_product_ids / recent_item_idx / per-event context kept: the longest ranker history
+# (the ranking_features profile's query(hist) d1[100]; model_export.feed.HISTORY).
+HISTORY = 100
 RETRIEVAL_WEIGHT_QUERY = "input.query(retrieval_weight)"
 # What a candidate hit needs (``_candidate``): asking for these instead of ``select *`` keeps
 # the embedding, title and description out of a 500-hit reply (about 300 KB less to render,
@@ -98,13 +101,18 @@ class PipelineConfig:
     # load_ranker_settings; from_export applies it).
     history_features: tuple[str, ...] = ()
     location_buckets: int = 64
+    # Cells of input.query(hist) (and of each hist_<name>): the ranker's history length, the
+    # export manifest's ranker.history_length (from_export applies it); must equal the
+    # profile's query(hist) d1 size (50 for ranking, 100 for ranking_features).
+    history_len: int = HISTORY_LENGTH
     walk_candidates: int = 50  # graph-walk candidates merged into stage 1 (0: no walk)
     walk_seeds: int = 10  # the newest recent items the walks start from
     walk: WalkConfig = dataclasses.field(default_factory=WalkConfig)
     inspect_limit: int = 100  # rows shown per stage by recommend(inspect=True)
 
     def __post_init__(self) -> None:
-        for name in ("target_hits", "rank_hits", "rerank_count", "cold_start_hits", "walk_seeds"):
+        names = ("target_hits", "rank_hits", "rerank_count", "cold_start_hits", "walk_seeds")
+        for name in (*names, "history_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PipelineConfig.{name} must be a positive integer, got {value!r}")
@@ -193,6 +201,8 @@ def load_ranker_settings(export_dir: Path | str) -> dict[str, Any]:
         "history_features": tuple(ranker.get("history_features") or ()),
         "retrieval_weight": load_retrieval_weight(export_dir),
     }
+    if "history_length" in ranker:
+        settings["history_len"] = int(ranker["history_length"])
     if "location_buckets" in ranker:
         settings["location_buckets"] = int(ranker["location_buckets"])
     if ranker.get("locations"):
@@ -303,6 +313,8 @@ class RecommendationPipeline:
                 location_buckets=settings.get("location_buckets", config.location_buckets),
                 locations=config.locations or settings.get("locations", ()),
             )
+        if "history_len" in settings:
+            config = dataclasses.replace(config, history_len=settings["history_len"])
         return cls(
             vespa,
             reranker,
@@ -450,6 +462,7 @@ class RecommendationPipeline:
             *(list(user.get(CONTEXT_FIELDS[n]) or []) for n in names),
             location_vocabulary=cfg.locations,
             location_buckets=cfg.location_buckets,
+            length=cfg.history_len,
         )
 
     def _retrieve_and_rank(
@@ -484,7 +497,7 @@ class RecommendationPipeline:
                 )
             )
         ranking = {
-            **ranking_inputs(recent_idx[:HISTORY_LENGTH], ctx),
+            **ranking_inputs(recent_idx[: cfg.history_len], ctx, cfg.history_len),
             **(codes or {}),
             RETRIEVAL_WEIGHT_QUERY: float(cfg.retrieval_weight),
             "ranking.profile": cfg.ranking_profile,
@@ -829,15 +842,18 @@ class RecommendationPipeline:
         device and location go first in the per-event context lists aligned with
         ``recent_item_idx`` (the history codes of a ranker with features; None = unknown).
 
-        A product already there moves to the front. Products outside the export (no item_idx)
-        enter ``recent_product_ids`` but not ``recent_item_idx`` (the encoder cannot read them).
+        A product already there moves to the front. ``history_product_ids`` keeps the newest
+        ``HISTORY`` (100) products and ``recent_item_idx`` their rows; ``recent_product_ids`` is
+        its first ``RECENT`` (50). Products outside the export (no item_idx) enter the id lists
+        but not ``recent_item_idx`` (the encoder cannot read them).
         One lock per user in this process keeps the read-modify-write of concurrent events whole.
         """
         with self._lock(user_id):
             user = self.vespa.get_document("user", user_id) or {}
-            old_ids = list(user.get("recent_product_ids") or [])
+            # Documents written before history_product_ids existed: their recent ids.
+            old_ids = list(user.get("history_product_ids") or user.get("recent_product_ids") or [])
             ids = [p for p in old_ids if p != product_id]
-            ids = [product_id, *ids][:RECENT]
+            ids = [product_id, *ids][:HISTORY]
             idx = [self.item_index[p] for p in ids if p in self.item_index]
             context = _moved_context(
                 user,
@@ -850,7 +866,8 @@ class RecommendationPipeline:
             updated = max(int(user.get("updated_at") or 0), int(timestamp))
             fields: dict[str, Any] = {
                 "user_id": user_id,
-                "recent_product_ids": ids,
+                "recent_product_ids": ids[:RECENT],
+                "history_product_ids": ids,
                 "recent_item_idx": idx,
                 **context,
                 "updated_at": updated,

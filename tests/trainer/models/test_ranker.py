@@ -33,7 +33,7 @@ from trainer.models.ranker import (
     rerank_evaluation,
     save_ranker,
 )
-from trainer.ranking.features import CONTEXT_DIM, context_vectors
+from trainer.ranking.features import CONTEXT_DIM, code_vocabularies, context_vectors
 from trainer.ranking.samples import HistoryIndex, history_events, impression_samples
 
 HISTORY_LEN = 50
@@ -211,6 +211,48 @@ def test_extended_interface_adds_named_inputs(data, retrieval, tmp_path):
     users = evaluation_users(data, "test")[:3]
     scores = ranker.score_candidates(data, "test", users, np.tile(np.arange(10), (3, 1)))
     assert scores.shape == (3, 10) and np.isfinite(scores).all()
+
+
+def test_cand_codes_and_a_100_event_history(data, retrieval, tmp_path):
+    """Seller and category codes as cand columns (the index in the training maps) and a history
+    of 100: the ONNX scorer and encoder equal PyTorch at lengths 1, 37 and 100, the maps survive
+    the checkpoint, and a residual ranker with codes still starts at retrieval order."""
+    codes = code_vocabularies(data.market, ("seller", "category"))
+    assert codes["seller"] == tuple(sorted(data.market.sellers["seller_id"]))
+    config = RankerConfig(
+        history_len=100, cand_features=("price",), cand_codes=("seller", "category")
+    )
+    ranker = Ranker(config, retrieval.item_embeddings(), vocabularies=codes)
+    ranker.bind(data)
+    assert ranker.cand_dim == 128 + 1 + 2
+    cand = ranker.cand_vectors(np.arange(data.num_items), np.zeros(data.num_items)).numpy()
+    sellers = data.market.products["seller_id"].tolist()
+    assert cand[:, 129].tolist() == [codes["seller"].index(s) for s in sellers]
+    encoder = _session(export_history_encoder(ranker, tmp_path / "e.onnx"))
+    scorer = _session(export_candidate_scorer(ranker, tmp_path / "s.onnx"))
+    for batch, length in [(1, 1), (64, 37), (64, 100)]:
+        inputs = encoder_example(ranker, batch, length)
+        state = reference_user_state(ranker, inputs)
+        np.testing.assert_allclose(encoder.run(None, inputs)[0], state, atol=1e-4, rtol=0)
+        rows = np.arange(batch) % data.num_items
+        feed = {"user_state": state, "cand": cand[rows]}
+        want = reference_score(ranker, state, cand[rows])
+        np.testing.assert_allclose(scorer.run(None, feed)[0], want, atol=1e-4, rtol=0)
+    path = save_ranker(ranker, tmp_path / "r.pt")
+    assert load_ranker(path).vocabularies == codes
+    residual = Ranker(
+        config,
+        retrieval.item_embeddings(),
+        user_embeddings=retrieval.user_embeddings(data, "test"),
+        vocabularies=codes,
+    )
+    users = evaluation_users(data, "test")[:5]
+    items = np.tile(np.arange(20), (5, 1))
+    scores = residual.score_candidates(data, "test", users, items)
+    want = residual.config.retrieval_weight * residual.retrieval_cosine(users, items).numpy()
+    np.testing.assert_allclose(scores, want, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cand code 'brand'"):
+        RankerConfig(cand_codes=("brand",))
 
 
 def test_bad_configuration_is_named():

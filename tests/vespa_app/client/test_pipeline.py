@@ -164,6 +164,33 @@ def test_history_update_changes_the_next_response(pipeline, market, built):
     assert second.product_ids != first.product_ids
 
 
+def test_history_keeps_100_events_and_the_ranking_profile_reads_50(pipeline, market, monkeypatch):
+    """add_to_history keeps the newest 100 products (history_product_ids, recent_item_idx and
+    the per-event context, the ranking_features history) and their newest 50 as
+    recent_product_ids; the plain ranking profile's query still carries 50 cells."""
+    user_id = _users_with_history(pipeline, market, 10)[-1]  # one the other tests leave alone
+    products = market.products["product_id"].tolist()[:105]
+    for i, product_id in enumerate(products):
+        fields = pipeline.add_to_history(
+            user_id, product_id, 1_800_000_000 + i, "click", hour=i % 24, device="app"
+        )
+    newest = products[::-1][:100]
+    assert fields["history_product_ids"] == newest
+    assert fields["recent_product_ids"] == newest[:50]
+    assert fields["recent_item_idx"] == [pipeline.item_index[p] for p in newest]
+    assert fields["recent_hours"] == [i % 24 for i in range(104, 4, -1)]
+    assert all(len(fields[k]) == 100 for k in ("recent_event_types", "recent_devices"))
+
+    sent = []
+    real = pipeline.vespa.search
+    monkeypatch.setattr(pipeline.vespa, "search", lambda b, **kw: sent.append(b) or real(b, **kw))
+    pipeline.recommend(user_id, 10)
+    ranked = next(b for b in sent if b.get("ranking.profile") == "ranking")
+    hist = ranked["input.query(hist)"][0]
+    assert pipeline.config.history_len == 50 and len(hist) == 50
+    assert hist == [pipeline.item_index[p] + 1.0 for p in newest[:50]]
+
+
 def test_unknown_and_light_users_get_cold_start(pipeline, market):
     in_stock = market.products[market.products["in_stock"]]
     browsed = in_stock["category_id"].value_counts().index[-1]  # a leaf, the least stocked one
@@ -246,8 +273,8 @@ def test_broken_ranking_degrades_to_retrieval_order(pipeline, market, monkeypatc
     # A wrong input: query(hist) one cell short of the profile's d1[50].
     real = pipeline_module.ranking_inputs
 
-    def short(recent, ctx):
-        inputs = real(recent, ctx)
+    def short(recent, ctx, length=50):
+        inputs = real(recent, ctx, length)
         inputs["input.query(hist)"] = [inputs["input.query(hist)"][0][:49]]
         return inputs
 
