@@ -448,8 +448,7 @@ class HeteroGNNRecommender(Recommender):
             "features": self.features.state(),
             "event_types": list(self.event_types),
             "items": self._items.clone(),
-            "prior_weight": self.prior.popularity,
-            "cold_weight": self.prior.cold,
+            **self.prior.state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -468,8 +467,6 @@ class HeteroGNNRecommender(Recommender):
         assert self.net is not None
         self.net.load_state_dict(state["net"])
         self._items = state["items"].clone()
-        self.prior = PriorWeights(  # older checkpoints: no priors
-            float(state.get("prior_weight", 0.0)), float(state.get("cold_weight", 0.0))
-        )
+        self.prior = PriorWeights.from_state(state)
         self._users, self._priors = {}, {}
         self._cached_data = None

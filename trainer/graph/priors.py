@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,15 @@ class PriorWeights:
     @property
     def active(self) -> bool:
         return self.popularity > 0 or self.cold > 0
+
+    def state(self) -> dict[str, float]:
+        """The checkpoint entries of the weights."""
+        return {"prior_weight": self.popularity, "cold_weight": self.cold}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PriorWeights:
+        """The weights of a checkpoint; older checkpoints have none (both 0)."""
+        return cls(float(state.get("prior_weight", 0.0)), float(state.get("cold_weight", 0.0)))
 
 
 def category_codes(data: InteractionData) -> tuple[np.ndarray, int]:

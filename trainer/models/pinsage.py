@@ -425,8 +425,7 @@ class PinSAGE(Recommender):
             "event_types": list(self.event_types),
             "items": items.clone(),
             "fallback": self._fallback.clone(),
-            "prior_weight": self.prior.popularity,
-            "cold_weight": self.prior.cold,
+            **self.prior.state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -446,7 +445,5 @@ class PinSAGE(Recommender):
         self.net.load_state_dict(state["net"])
         self._items = state["items"].clone()
         self._fallback = state["fallback"].clone()
-        self.prior = PriorWeights(  # older checkpoints: no priors
-            float(state.get("prior_weight", 0.0)), float(state.get("cold_weight", 0.0))
-        )
+        self.prior = PriorWeights.from_state(state)
         self._users = None
