@@ -10,11 +10,19 @@ CPU speed: Â is built once (torch sparse CSR) and the propagation uses
 
 Losses:
 - ``bpr``: the paper's pairwise loss with one uniform negative per positive pair.
-- ``softmax``: sampled softmax over cosine similarities with a temperature; each batch shares
+- ``softmax``: sampled softmax over similarities divided by a temperature; each batch shares
   ``num_negatives`` uniform negatives (Wu et al., "On the Effectiveness of Sampled Softmax Loss
   for Item Recommendation", TOIS 2024, https://arxiv.org/abs/2201.02327). Many negatives per step
-  give far more signal per propagation than BPR's one, so it converges in fewer epochs. Scores
-  then use L2-normalised final embeddings, as the loss does.
+  give far more signal per propagation than BPR's one, so it converges in fewer epochs.
+
+Where embeddings are L2-normalised (``normalize``), for training and scoring alike:
+- ``final``: the propagated embeddings, so scores are cosines (the softmax default). Cosine
+  discards magnitudes, which carry popularity.
+- ``ego``: the ego rows before propagation; scores are dot products of the propagated means, so
+  magnitudes come from the graph (a node's degree and its neighbours'), the remedy Wu et al.
+  give for cosine's blindness to magnitude. On gowalla it converges faster and higher than
+  ``final`` (benchmarks/results/lightgcn_gowalla.json, docs/graph-models.md).
+- ``none``: raw ego rows and dot products (the paper; the BPR default).
 
 Multi-relational graphs: ``event_weights`` gives each event type a weight; the edge between a
 user and an item weighs the largest weight among the event types the pair has in the history
@@ -51,6 +59,8 @@ from trainer.models.training import EpochHooks, torch_threads, train_epochs
 log = logging.getLogger(__name__)
 
 LOSSES = ("bpr", "softmax")
+NORMALIZE = ("none", "final", "ego")
+DEFAULT_NORMALIZE = {"bpr": "none", "softmax": "final"}
 NEGATIVE_RETRIES = 3
 
 
@@ -65,7 +75,8 @@ class LightGCNConfig:
     reg: float = 1e-4  # L2 weight on the batch's ego embeddings (per pair)
     init_std: float = 0.1  # std of the normal initialisation of the ego embeddings
     num_negatives: int = 1024  # softmax: uniform negatives shared by the batch
-    temperature: float = 0.1  # softmax: temperature of the cosine logits
+    temperature: float = 0.1  # softmax: temperature of the logits
+    normalize: str = ""  # "none", "final" or "ego" (module docstring); "": the loss's default
     event_weights: dict[str, float] | None = None  # None: binary graph of the positive events
     seed: int = 0
     eval_every: int = 1  # validate every N epochs (when the split has validation targets)
@@ -84,6 +95,11 @@ class LightGCNConfig:
             )
         if self.layers < 0:
             raise ValueError(f"lightgcn: layers must be >= 0, got {self.layers}")
+        if self.normalize not in ("", *NORMALIZE):
+            raise ValueError(
+                f"lightgcn: normalize must be one of {', '.join(NORMALIZE)} (or empty for the "
+                f"loss's default), got {self.normalize!r}"
+            )
         for name, weight in (self.event_weights or {}).items():
             if name not in EVENT_TYPES:
                 raise ValueError(
@@ -143,21 +159,28 @@ class LightGCNNet(nn.Module):
         generator = torch.Generator().manual_seed(config.seed)
         self.num_users = num_users
         self.layers = config.layers
-        self.normalize = config.loss == "softmax"
+        self.normalize = config.normalize or DEFAULT_NORMALIZE[config.loss]
         self.ego = nn.Parameter(
             torch.randn(num_users + num_items, config.dim, generator=generator) * config.init_std
         )
 
+    def ego_table(self) -> torch.Tensor:
+        """The layer-0 embeddings that propagation starts from (rows unit-length for "ego")."""
+        return F.normalize(self.ego, dim=1) if self.normalize == "ego" else self.ego
+
     def forward(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        final = propagate_mean(adjacency, self.ego, self.layers)  # (U+I, D)
+        """Propagated (users, items) tables; :meth:`score_vectors` turns rows into scored ones."""
+        final = propagate_mean(adjacency, self.ego_table(), self.layers)  # (U+I, D)
         return final[: self.num_users], final[self.num_users :]
 
+    def score_vectors(self, rows: torch.Tensor) -> torch.Tensor:
+        """Final embedding rows as scored: L2-normalised for "final" (cosine), else unchanged."""
+        return F.normalize(rows, dim=1) if self.normalize == "final" else rows
+
     def readout(self, final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(users, items) used for scoring; items L2-normalised when trained with cosine."""
+        """(users, items) used for scoring from the propagated (U+I, D) table."""
         users, items = final[: self.num_users], final[self.num_users :]
-        if self.normalize:
-            users, items = F.normalize(users, dim=1), F.normalize(items, dim=1)
-        return users, items
+        return self.score_vectors(users), self.score_vectors(items)
 
 
 @register("lightgcn")
@@ -194,18 +217,23 @@ class LightGCN(Recommender):
         config = self.config
         u_idx = torch.from_numpy(users)
         p_idx = torch.from_numpy(positives)
+        scored = self.net.score_vectors
         if config.loss == "bpr":
             negatives = torch.from_numpy(
                 _sample_negatives(users, positive_keys, self.num_items, rng)
             )
-            u, p, n = users_final[u_idx], items_final[p_idx], items_final[negatives]  # (B, D)
+            u, p, n = (
+                scored(users_final[u_idx]),
+                scored(items_final[p_idx]),
+                scored(items_final[negatives]),
+            )  # (B, D) each
             ranking = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
             reg_items = torch.cat([p_idx, negatives])
         else:
             negatives = torch.from_numpy(rng.integers(0, self.num_items, size=config.num_negatives))
-            u = F.normalize(users_final[u_idx], dim=1)  # (B, D)
-            p = F.normalize(items_final[p_idx], dim=1)  # (B, D)
-            n = F.normalize(items_final[negatives], dim=1)  # (M, D)
+            u = scored(users_final[u_idx])  # (B, D)
+            p = scored(items_final[p_idx])  # (B, D)
+            n = scored(items_final[negatives])  # (M, D)
             positive_logit = (u * p).sum(1, keepdim=True) / config.temperature  # (B, 1)
             negative_logits = (u @ n.T) / config.temperature  # (B, M)
             # A sampled "negative" that is the positive itself is not a negative.
@@ -294,7 +322,7 @@ class LightGCN(Recommender):
 
     @torch.no_grad()
     def _refresh_final(self, adjacency: torch.Tensor) -> None:
-        final = propagate_mean(adjacency, self.net.ego.detach(), self.config.layers)
+        final = propagate_mean(adjacency, self.net.ego_table().detach(), self.config.layers)
         self._users, self._items = self.net.readout(final)
 
     # Contract ---------------------------------------------------------------------------------
@@ -319,9 +347,11 @@ class LightGCN(Recommender):
         return self._require_users().clone()
 
     def embedding_cache(self, data: InteractionData, stage: Stage = "valid") -> PropagationCache:
-        """Every layer's embeddings over the graph of ``history(stage)``, ready to refresh."""
+        """Every layer's embeddings over the graph of ``history(stage)``, ready to refresh.
+
+        The cache holds propagated means; scores use ``net.score_vectors`` of its rows."""
         adjacency = interaction_adjacency(data, stage, self.config.event_weights)
-        return PropagationCache(adjacency, self.net.ego.detach(), self.config.layers)
+        return PropagationCache(adjacency, self.net.ego_table().detach(), self.config.layers)
 
     def state_dict(self) -> dict[str, Any]:
         return {

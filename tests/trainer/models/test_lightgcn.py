@@ -104,6 +104,36 @@ def test_config_rejects_bad_values():
         LightGCNConfig(event_weights={"view": 1.0})
     with pytest.raises(ValueError, match=r"event_weights\['click'\] must be >= 0"):
         LightGCNConfig(event_weights={"click": -1.0})
+    with pytest.raises(ValueError, match="normalize must be one of none, final, ego"):
+        LightGCNConfig(normalize="cosine")
+
+
+@pytest.mark.parametrize("normalize", ["none", "final", "ego"])
+def test_normalize_sets_where_rows_are_unit_length(planted, normalize):
+    """"final" scores cosines of the propagated means; "ego" propagates unit ego rows and
+    scores their dot products (magnitudes from the graph); "none" propagates raw rows."""
+    config = LightGCNConfig(
+        dim=8, layers=2, epochs=1, batch_size=256, loss="softmax", num_negatives=8,
+        normalize=normalize, patience=0, threads=1,
+    )  # fmt: skip
+    model = LightGCN(config, planted.num_users, planted.num_items)
+    model.fit(planted, progress=False)
+    adjacency = to_torch_csr(interaction_adjacency(planted, "valid", None))
+    ego = model.net.ego.detach()
+    start = torch.nn.functional.normalize(ego, dim=1) if normalize == "ego" else ego
+    final = propagate_mean(adjacency, start, 2)
+    users, items = final[: planted.num_users], final[planted.num_users :]
+    if normalize == "final":
+        users = torch.nn.functional.normalize(users, dim=1)
+        items = torch.nn.functional.normalize(items, dim=1)
+    expected = users @ items.T
+    scores = model.score(planted, "test", np.arange(planted.num_users))
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    norms = model.item_embeddings().norm(dim=1)
+    if normalize == "final":
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+    else:  # magnitudes vary with the graph
+        assert float(norms.std()) > 1e-3
 
 
 def test_state_shape_mismatch_is_named():
@@ -145,8 +175,21 @@ def planted():
             patience=0,
             threads=1,
         ),
+        LightGCNConfig(
+            dim=16,
+            layers=2,
+            epochs=15,
+            batch_size=64,
+            lr=0.01,
+            loss="softmax",
+            normalize="ego",
+            num_negatives=16,
+            temperature=0.1,
+            patience=0,
+            threads=1,
+        ),
     ],
-    ids=["bpr", "softmax"],
+    ids=["bpr", "softmax", "softmax-ego"],
 )
 def test_beats_mostpop_on_a_planted_marketplace(planted, config):
     popular = MostPop(MostPopConfig(), planted.num_users, planted.num_items)
