@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# First, before numpy loads: one BLAS thread per request (vespa_app/math_threads.py).
+import vespa_app.math_threads  # noqa: F401
+
+# isort: split
+
 import argparse
 import logging
 import sys

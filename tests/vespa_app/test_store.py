@@ -77,6 +77,17 @@ def test_writes_are_durable_and_replayed(tmp_path: Path, schemas: dict) -> None:
     again.close()
 
 
+def test_get_many_reads_like_get_in_order(tmp_path: Path, schemas: dict) -> None:
+    store = open_store(tmp_path, schemas)
+    for i in range(5):
+        store.put("product", f"P{i}", product(i)).result(10)
+    keys = [("product", "P3"), ("product", "missing"), ("product", "P0"), ("nosuchtype", "P1")]
+    got = store.get_many(keys)
+    assert got == [store.get(t, i) for t, i in keys]
+    assert [d["title"] if d else None for d in got] == ["t3", None, "t0", None]
+    store.close()
+
+
 def test_torn_last_record_is_truncated(tmp_path: Path, schemas: dict) -> None:
     store = open_store(tmp_path, schemas)
     for i in range(3):

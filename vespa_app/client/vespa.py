@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 
 class VespaError(RuntimeError):
@@ -113,7 +114,7 @@ class VespaClient:
         body = {"timeout": f"{self.timeout}s", **body}
         response = self._request(what, "POST", "/search/", json=body)
         try:
-            payload = response.json()
+            payload = orjson.loads(response.content)  # several times faster than json on 500 hits
         except ValueError:
             raise VespaQueryError(what, response.status_code, [response.text[:200]]) from None
         root = payload.get("root", {}) if isinstance(payload, dict) else {}

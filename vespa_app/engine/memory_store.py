@@ -36,6 +36,9 @@ class MemoryStore:
     def get(self, doc_type: str, local_id: str) -> dict | None:
         return self.docs.get(doc_type, {}).get(local_id)
 
+    def get_many(self, keys: list[tuple[str, str]]) -> list[dict | None]:
+        return [self.get(doc_type, local_id) for doc_type, local_id in keys]
+
     def iter_documents(self, doc_type: str):
         return iter(list(self.docs.get(doc_type, {}).items()))
 

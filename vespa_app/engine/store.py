@@ -319,6 +319,12 @@ class DocumentStore:
         with self._rw.read():
             return self._docs.get(doc_type, {}).get(local_id)
 
+    def get_many(self, keys: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """``get`` for many (doc_type, local_id) pairs under one read lock (a page of hits)."""
+        with self._rw.read():
+            docs = self._docs
+            return [docs.get(doc_type, {}).get(local_id) for doc_type, local_id in keys]
+
     def iter_documents(self, doc_type: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._rw.read():
             items = list(self._docs.get(doc_type, {}).items())

@@ -342,8 +342,9 @@ def render_value(ftype: Any, value: Any) -> Any:
             return None
         # An empty string field is omitted, but inside an array it is an element like any
         # other: dropping or nulling it would shift the positions of the elements after it.
-        return [v if ftype.element.kind == "string" else render_value(ftype.element, v)
-                for v in value]  # fmt: skip
+        if ftype.element.kind == "string":
+            return list(value)
+        return [render_value(ftype.element, v) for v in value]
     if ftype.kind == "string" and value == "":
         return None
     return value

@@ -8,6 +8,7 @@ sees one consistent state of documents, attributes, text postings and HNSW graph
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -252,11 +253,7 @@ class SearchEngine:
             search_done = time.monotonic()
             merged = self._merge(results, query, offset, hits)
             features = self._hit_features(results, merged)
-            plans: dict[str, tuple] = {}
-            children = [
-                self._render_hit(results, hit, query, params, feats, plans)
-                for hit, feats in zip(merged, features, strict=True)
-            ]
+            children = self._render_hits(results, merged, query, params, features)
         summary_done = time.monotonic()
 
         total = sum(r.total_count for r in results)
@@ -391,69 +388,84 @@ class SearchEngine:
             columns = [
                 [(name, _feature_column(v, len(idx))) for name, v in part] for part in values
             ]
-            for j, i in enumerate(idx):
-                mf = {name: col[j] for name, col in columns[0]}
-                sf = {name: col[j] for name, col in columns[1]}
+            mf_names = [name for name, _ in columns[0]]
+            sf_names = [name for name, _ in columns[1]]
+            mf_rows = zip(*(col for _, col in columns[0]), strict=True) if mf_names else None
+            sf_rows = zip(*(col for _, col in columns[1]), strict=True) if sf_names else None
+            for i in idx:
+                mf = dict(zip(mf_names, next(mf_rows), strict=True)) if mf_rows else {}
+                sf = dict(zip(sf_names, next(sf_rows), strict=True)) if sf_rows else {}
                 out[i] = (mf, sf)
         return out
 
-    def _render_hit(
+    def _render_hits(
         self,
         results: list[SchemaResult],
-        hit: Hit,
+        merged: list[Hit],
         query: Query,
         params: Params,
-        features: tuple[dict, dict] | None = None,
-        plans: dict[str, tuple] | None = None,
-    ) -> dict:
-        res = next(r for r in results if r.schema.name == hit.schema)
-        schema = res.schema
-        local_id = res.segment.ids[hit.row]
-        doc_id = f"id:{schema.name}:{schema.name}::{local_id}"
-        stored = self.store.get(schema.name, local_id) or {}
-        plans = {} if plans is None else plans
-        plan = plans.get(schema.name)
-        if plan is None:
-            plan = plans[schema.name] = self._summary_plan(schema, query, params)
-        wanted, with_docid, sddocname = plan
-        fields: dict[str, Any] = {}
-        if sddocname:
-            fields["sddocname"] = schema.name
-        if with_docid:
-            fields["documentid"] = doc_id
-        for name, ftype, plain in wanted:
-            value = stored.get(name)
-            if value is None:
-                continue
-            if plain:  # numbers and bools as stored; an empty string is omitted
-                if value != "" or ftype.kind != "string":
-                    fields[name] = value
-                continue
-            rendered = render_value(ftype, value)
-            if rendered is not None:
-                fields[name] = rendered
-        if features is None:
-            ctx = Ctx(res.qs).at(hit.pos, hit.row)
-            mf = self._features(res.compiled.match_features, ctx)
-            sf = self._features(res.compiled.summary_features, ctx)
-        else:
-            mf, sf = features
-        if mf:
-            fields["matchfeatures"] = mf
-        if res.compiled.summary_features:
-            sf["vespa.summaryFeatures.cached"] = 0.0
-            fields["summaryfeatures"] = sf
-        hit_id = (
-            doc_id
-            if with_docid and query.fields is None
-            else _index_id(self.clusters[schema.name], doc_id)
-        )
-        return {
-            "id": hit_id,
-            "relevance": _render_number(hit.relevance),
-            "source": self.clusters[schema.name],
-            "fields": fields,
+        features: list[tuple[dict, dict] | None],
+    ) -> list[dict]:
+        """The hits as Vespa renders them; per-schema work (summary plan, result, cluster) is
+        done once, and the stored documents are read under one lock (the caller holds the
+        store's read lock, so no write lands in between)."""
+        by_schema = {r.schema.name: r for r in results}
+        plans = {
+            name: self._summary_plan(by_schema[name].schema, query, params)
+            for name in dict.fromkeys(hit.schema for hit in merged)
         }
+        local_ids = [by_schema[hit.schema].segment.ids[hit.row] for hit in merged]
+        stored_docs = self.store.get_many(
+            [(hit.schema, lid) for hit, lid in zip(merged, local_ids, strict=True)]
+        )
+        children = []
+        id_prefix = {name: f"id:{name}:{name}::" for name in plans}
+        for hit, local_id, stored, feats in zip(
+            merged, local_ids, stored_docs, features, strict=True
+        ):
+            res = by_schema[hit.schema]
+            schema = res.schema
+            cluster = self.clusters[schema.name]
+            wanted, with_docid, sddocname = plans[schema.name]
+            doc_id = id_prefix[schema.name] + local_id
+            stored = stored or {}
+            fields: dict[str, Any] = {}
+            if sddocname:
+                fields["sddocname"] = schema.name
+            if with_docid:
+                fields["documentid"] = doc_id
+            for name, ftype, plain in wanted:
+                value = stored.get(name)
+                if value is None:
+                    continue
+                if plain:  # numbers and bools as stored; an empty string is omitted
+                    if value != "" or ftype.kind != "string":
+                        fields[name] = value
+                    continue
+                rendered = render_value(ftype, value)
+                if rendered is not None:
+                    fields[name] = rendered
+            if feats is None:
+                ctx = Ctx(res.qs).at(hit.pos, hit.row)
+                mf = self._features(res.compiled.match_features, ctx)
+                sf = self._features(res.compiled.summary_features, ctx)
+            else:
+                mf, sf = feats
+            if mf:
+                fields["matchfeatures"] = mf
+            if res.compiled.summary_features:
+                sf["vespa.summaryFeatures.cached"] = 0.0
+                fields["summaryfeatures"] = sf
+            hit_id = doc_id if with_docid and query.fields is None else _index_id(cluster, doc_id)
+            children.append(
+                {
+                    "id": hit_id,
+                    "relevance": _render_number(hit.relevance),
+                    "source": cluster,
+                    "fields": fields,
+                }
+            )
+        return children
 
     @staticmethod
     def _summary_plan(
@@ -601,6 +613,7 @@ def _render_number(v: float) -> float | str:
     return v
 
 
+@functools.lru_cache(maxsize=1 << 18)  # the same documents come back query after query
 def _index_id(cluster: str, doc_id: str) -> str:
     """Vespa's hit id without a document id: index:<cluster>/0/<global id as 24 hex chars>."""
     return f"index:{cluster}/0/{hashlib.md5(doc_id.encode()).hexdigest()[:24]}"

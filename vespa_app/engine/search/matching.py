@@ -528,24 +528,27 @@ def scan_candidates(
     """
     q32 = q.astype(np.float32)
     with np.errstate(all="ignore"):
-        dots = (mat @ q32).astype(np.float64)
+        dots = mat @ q32  # float32
         if metric == "euclidean":
             sq = np.einsum("ij,ij->i", mat, mat, dtype=np.float64)
-            approx = sq - 2 * dots
+            approx = sq - 2 * dots.astype(np.float64)
             scale = float(q @ q) + float(sq[candidates].max(initial=0.0))
         elif metric == "angular":
             norms = np.sqrt(np.einsum("ij,ij->i", mat, mat, dtype=np.float64))
-            approx = -np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+            dots64 = dots.astype(np.float64)
+            approx = -np.where(norms > 0, dots64 / np.where(norms > 0, norms, 1.0), 0.0)
             scale = 1.0
-        else:  # prenormalized-angular and dotproduct both rank by -q.a
-            approx = -dots
-            scale = float(np.abs(approx[candidates]).max(initial=0.0))
+        else:  # prenormalized-angular and dotproduct both rank by -q.a, kept in float32
+            approx = np.negative(dots, out=dots)
+            # over every row, not just candidates: a larger scale only widens the margin
+            scale = float(np.abs(approx).max(initial=0.0))
     approx[~candidates] = np.inf
     n_cand = int(np.count_nonzero(candidates))
     if n_cand <= k:
         return np.flatnonzero(candidates)
-    kth = np.partition(approx, k - 1)[k - 1]
+    kth = float(np.partition(approx, k - 1)[k - 1])
     margin = SCAN_MARGIN * (abs(kth) + scale + 1.0)
+    # float32 rounding of kth + margin is ~1e-7 relative: far inside the 1e-4 margin
     return np.flatnonzero(approx <= kth + margin)
 
 
