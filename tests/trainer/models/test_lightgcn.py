@@ -110,7 +110,7 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.parametrize("normalize", ["none", "final", "ego"])
 def test_normalize_sets_where_rows_are_unit_length(planted, normalize):
-    """"final" scores cosines of the propagated means; "ego" propagates unit ego rows and
+    """ "final" scores cosines of the propagated means; "ego" propagates unit ego rows and
     scores their dot products (magnitudes from the graph); "none" propagates raw rows."""
     config = LightGCNConfig(
         dim=8, layers=2, epochs=1, batch_size=256, loss="softmax", num_negatives=8,
@@ -159,35 +159,16 @@ def planted():
     return split_dataset(planted_marketplace(num_users=80, num_items=40, events_per_user=8))
 
 
+PLANTED = {"dim": 16, "layers": 2, "batch_size": 64, "lr": 0.01, "patience": 0, "threads": 1}
+SOFTMAX = {**PLANTED, "epochs": 15, "loss": "softmax", "num_negatives": 16}
+
+
 @pytest.mark.parametrize(
     "config",
     [
-        LightGCNConfig(dim=16, layers=2, epochs=40, batch_size=64, lr=0.01, patience=0, threads=1),
-        LightGCNConfig(
-            dim=16,
-            layers=2,
-            epochs=15,
-            batch_size=64,
-            lr=0.01,
-            loss="softmax",
-            num_negatives=16,
-            temperature=0.2,
-            patience=0,
-            threads=1,
-        ),
-        LightGCNConfig(
-            dim=16,
-            layers=2,
-            epochs=15,
-            batch_size=64,
-            lr=0.01,
-            loss="softmax",
-            normalize="ego",
-            num_negatives=16,
-            temperature=0.1,
-            patience=0,
-            threads=1,
-        ),
+        LightGCNConfig(**PLANTED, epochs=40),
+        LightGCNConfig(**SOFTMAX, temperature=0.2),
+        LightGCNConfig(**SOFTMAX, normalize="ego", temperature=0.1),
     ],
     ids=["bpr", "softmax", "softmax-ego"],
 )
