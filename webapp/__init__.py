@@ -12,7 +12,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
+import orjson
+from flask import Flask, Response, jsonify
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 DEFAULTS: dict[str, Any] = {
@@ -59,6 +61,36 @@ def _from_environment() -> dict[str, Any]:
     return out
 
 
+class OrjsonProvider(DefaultJSONProvider):
+    """``jsonify`` through orjson: the same document as Flask's own provider (keys sorted,
+    Flask's conversions of dates, dataclasses, decimals and ``__html__`` objects), written
+    several times faster; a recommendation reply is 50 items with explanations. Differences
+    that leave the parsed document alone: UTF-8 instead of ``\\u`` escapes, and exponents
+    written ``1e-7`` instead of ``1e-07``. NaN and infinities become null where Flask's would
+    write the non-JSON ``NaN``. What orjson cannot write (integers beyond 64 bits) goes
+    through Flask's provider."""
+
+    OPTIONS = (
+        orjson.OPT_SORT_KEYS
+        | orjson.OPT_NON_STR_KEYS
+        | orjson.OPT_SERIALIZE_NUMPY
+        | orjson.OPT_PASSTHROUGH_DATETIME  # to Flask's default: HTTP dates, as before
+        | orjson.OPT_PASSTHROUGH_DATACLASS  # to Flask's default: dataclasses.asdict
+        | orjson.OPT_APPEND_NEWLINE
+    )
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        options = self.OPTIONS
+        if (self.compact is None and self._app.debug) or self.compact is False:
+            options |= orjson.OPT_INDENT_2
+        try:
+            body = orjson.dumps(obj, default=self.default, option=options)
+        except orjson.JSONEncodeError:
+            return super().response(*args, **kwargs)
+        return self._app.response_class(body, mimetype=self.mimetype)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from vespa_app.client.pipeline import (
         PipelineConfig,
@@ -72,6 +104,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webapp.storefront import init_app as init_storefront
 
     app = Flask(__name__, instance_relative_config=True)
+    app.json = OrjsonProvider(app)
     app.config.from_mapping(DEFAULTS)
     # Signs the storefront's session cookie and CSRF tokens. Unset: a random key per process
     # (sessions and forms then do not survive a restart or span several processes).

@@ -276,3 +276,45 @@ def test_a_purchased_durable_never_comes_back(client, market):
     assert durable not in [i["product_id"] for i in body["items"]]
     assert durable not in [r["product_id"] for r in body["stages"]["ranked"]]
     assert body["summary"]["excluded_products"] >= 1
+
+
+def test_json_replies_are_the_documents_flasks_own_provider_writes(app):
+    """jsonify goes through orjson (webapp.OrjsonProvider): the same bytes as Flask's provider
+    for a plain reply, the same document with Flask's conversions otherwise."""
+    import dataclasses
+    import datetime
+    import decimal
+    import json
+    import uuid
+
+    import numpy as np
+    from flask.json.provider import DefaultJSONProvider
+    from markupsafe import Markup
+
+    @dataclasses.dataclass
+    class Row:
+        name: str
+        when: datetime.date
+
+    flasks = DefaultJSONProvider(app)
+    plain = {"b": [1, 2.5, None, True, (3, 4)], "a": {"z": "x", "y": -0.125}, "n": 10**15}
+    assert app.json.response(plain).data == flasks.response(plain).data
+    rich = {
+        **plain,
+        "when": datetime.datetime(2024, 1, 2, 3, 4, 5),
+        "row": Row("Café", datetime.date(2024, 1, 2)),
+        "price": decimal.Decimal("1.10"),
+        "id": uuid.UUID(int=7),
+        "html": Markup("<b>"),
+        "tiny": 1e-7,
+    }
+    mine, theirs = app.json.response(rich), flasks.response(rich)
+    assert mine.mimetype == theirs.mimetype == "application/json"
+    assert json.loads(mine.data) == json.loads(theirs.data)
+    assert json.loads(mine.data)["when"] == "Tue, 02 Jan 2024 03:04:05 GMT"  # Flask's HTTP date
+    huge = {"n": 2**70}  # beyond orjson: Flask's provider writes it
+    assert app.json.response(huge).data == flasks.response(huge).data
+    assert json.loads(app.json.response(v=np.float32(0.5), i=np.int64(3)).data) == {
+        "v": 0.5,
+        "i": 3,
+    }

@@ -55,6 +55,10 @@ RETRIEVAL_WEIGHT_QUERY = "input.query(retrieval_weight)"
 # send and parse per request). Match features come back either way.
 CANDIDATE_FIELDS = "product_id, seller_id, category_path, created_at, margin, price, in_stock"
 ANN, WALK, BOTH = "ann", "walk", "ann+walk"
+# Cold-start candidates kept per cached popularity list, in multiples of cold_start_hits.
+COLD_BUILT_LISTS = 2
+# Cold-start candidates built from one cached popularity list: (id(hit), source, score) -> it.
+_Built = dict[tuple[int, str, float], Candidate]
 __all__ = [
     "PipelineConfig",
     "ProductNotFound",
@@ -283,7 +287,8 @@ class RecommendationPipeline:
         self._locks_guard = threading.Lock()
         # The walk query runs beside the ANN query (two Vespa requests in flight, not in turn).
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline")
-        self._popular: ListCache[tuple[list[dict[str, Any]], int]] = ListCache(
+        # Cached popularity lists, each with the cold-start candidates built from it.
+        self._popular: ListCache[tuple[list[dict[str, Any]], int, _Built]] = ListCache(
             float(cfg.popularity_cache_s)
         )
 
@@ -383,7 +388,7 @@ class RecommendationPipeline:
                 querytime = float(stage.timing.get("querytime", 0))
                 timer.ms["vespa_querytime"] = round(querytime * 1000, 3)
         history = self._history_items(recent_ids, looked_up) if self.config.explain_history else ()
-        candidates = self._with_vectors(stage.candidates)
+        candidates = stage.candidates
         request = RequestContext(
             user_id=user_id,
             now=now,
@@ -395,12 +400,11 @@ class RecommendationPipeline:
         )
         result = self.reranker.rerank(candidates, request, seller_exposure)
         timer.lap("rerank")
-        details = {c.product_id: c for c in candidates}
         items = []
-        for entry in result.to_dict()["items"]:
-            c = details[entry["product_id"]]
-            entry["category_path"] = list(c.category_path)
-            entry["price"] = c.price
+        for ranked in result.items:
+            entry = ranked.to_dict()
+            entry["category_path"] = list(ranked.candidate.category_path)
+            entry["price"] = ranked.candidate.price
             items.append(entry)
         summary = dict(result.summary)
         summary["excluded_products"] = len(seen)
@@ -536,12 +540,17 @@ class RecommendationPipeline:
                     merged[pid] = (BOTH, merged[pid][1])
                 else:
                     merged[pid] = (source, hit)
-        candidates = [self._candidate(hit, source, ranked) for source, hit in merged.values()]
         # One list in the ranking's order: both queries scored with the same profile and
         # inputs, so the scores compare; the walk query's hits are all within its rerank count.
-        key = (lambda c: c.ranker_score) if ranked else (lambda c: c.retrieval_score)
-        candidates.sort(key=lambda c: (-key(c), c.product_id))
-        candidates = candidates[: cfg.rank_hits]
+        # The order is the hits' relevance (the candidate's ranker score, or its retrieval score
+        # when degraded), so only the kept rank_hits become candidates.
+        order = sorted(
+            merged.values(),
+            key=lambda m: (-float(m[1].get("relevance", 0.0)), str(m[1]["fields"]["product_id"])),
+        )
+        candidates = [
+            self._candidate(hit, source, ranked) for source, hit in order[: cfg.rank_hits]
+        ]
         ann_total = results[0][2].get("root", {}).get("fields", {}).get("totalCount", 0)
         walk_only = sum(1 for source, _ in merged.values() if source == WALK)
         return _Stage12(
@@ -574,24 +583,25 @@ class RecommendationPipeline:
         payload = self.vespa.search({"yql": yql, "hits": hits, **body}, what=what)
         return source, self.vespa.hits(payload), payload
 
-    @staticmethod
     def _candidate(
-        hit: dict[str, Any], source: str, ranked: bool, score: float | None = None
+        self, hit: dict[str, Any], source: str, ranked: bool, score: float | None = None
     ) -> Candidate:
+        """The re-ranker's view of one hit, with the export's vector of the product (MMR,
+        ``supported_by``; None for a product fed after the export) looked up here, once."""
         f = hit.get("fields", {})
-        features = f.get("matchfeatures") or {}
         relevance = float(hit.get("relevance", 0.0))
         if score is not None:
             retrieval = score
         elif ranked:
             # scores.retrieval = the ANN closeness; the ranking profile's relevance is the ranker's
-            retrieval = float(features.get("ann", 0.0))
+            retrieval = float((f.get("matchfeatures") or {}).get("ann", 0.0))
         else:
             retrieval = relevance  # the retrieval profile's first-phase: retrieval order
+        product_id = str(f["product_id"])
         created = f.get("created_at")
         margin = f.get("margin")
         return Candidate(
-            product_id=str(f["product_id"]),
+            product_id=product_id,
             seller_id=str(f.get("seller_id", "")),
             category_path=tuple(f.get("category_path") or ()),
             retrieval_score=retrieval,
@@ -600,17 +610,9 @@ class RecommendationPipeline:
             margin=float(margin) if isinstance(margin, int | float) else 0.0,
             price=float(f.get("price", 0.0)),
             in_stock=bool(f.get("in_stock", True)),
+            embedding=self.vectors.get(product_id) if self.vectors is not None else None,
             source=source,
         )
-
-    def _with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
-        if self.vectors is None:
-            return candidates
-        found = self.vectors.many(c.product_id for c in candidates)
-        return [
-            dataclasses.replace(c, embedding=found[c.product_id]) if c.product_id in found else c
-            for c in candidates
-        ]
 
     def _cold_start(
         self, context: RecommendationContext, seen: set[str], excluded: Sequence[str]
@@ -621,25 +623,42 @@ class RecommendationPipeline:
         cfg = self.config
         weights = popularity_inputs(cfg.popularity_profile, context.hour, context.device)
         hits_wanted = min(cfg.rank_hits, cfg.cold_start_hits)
-        lists: list[tuple[str, list[dict[str, Any]]]] = []
+        lists: list[tuple[str, list[dict[str, Any]], _Built | None]] = []
         browsed = [c for c in dict.fromkeys(context.browsed_categories) if c not in excluded][:5]
         for category in browsed:
-            hits, _ = self._popular_hits(category, weights, hits_wanted, seen, excluded)
-            lists.append((f"browsed:{category}", hits))
-        hits, total = self._popular_hits(None, weights, hits_wanted, seen, excluded)
-        lists.append(("popularity", hits))
-        mixed: dict[str, tuple[str, dict[str, Any]]] = {}
-        for i in range(max((len(h) for _, h in lists), default=0)):
-            for source, hits in lists:
+            hits, _, built = self._popular_hits(category, weights, hits_wanted, seen, excluded)
+            lists.append((f"browsed:{category}", hits, built))
+        hits, total, built = self._popular_hits(None, weights, hits_wanted, seen, excluded)
+        lists.append(("popularity", hits, built))
+        mixed: dict[str, tuple[str, dict[str, Any], _Built | None]] = {}
+        for i in range(max((len(h) for _, h, _ in lists), default=0)):
+            for source, hits, built in lists:
                 if i < len(hits):
                     pid = hits[i]["fields"]["product_id"]
-                    mixed.setdefault(pid, (source, hits[i]))
+                    mixed.setdefault(pid, (source, hits[i], built))
         n = len(mixed)
         candidates = [
-            self._candidate(hit, source, ranked=False, score=1.0 - rank / max(n, 1))
-            for rank, (source, hit) in enumerate(mixed.values())
+            self._cold_candidate(hit, source, 1.0 - rank / max(n, 1), built)
+            for rank, (source, hit, built) in enumerate(mixed.values())
         ]
         return _Stage12(candidates, matched=total)
+
+    def _cold_candidate(
+        self, hit: dict[str, Any], source: str, score: float, built: _Built | None
+    ) -> Candidate:
+        """A cold-start candidate depends only on its hit, source and score, so the cold users
+        served from one cached list share them: ``built`` is that list's memo (None for the
+        hits of a live query). A user's exclusions move the later hits up a rank each, so the
+        memo stops growing at COLD_BUILT_LISTS lists' worth of candidates."""
+        if built is None:
+            return self._candidate(hit, source, ranked=False, score=score)
+        key = (id(hit), source, score)  # the hit lives in the cached list as long as the memo
+        candidate = built.get(key)
+        if candidate is None:
+            candidate = self._candidate(hit, source, ranked=False, score=score)
+            if len(built) < COLD_BUILT_LISTS * self.config.cold_start_hits:
+                built[key] = candidate
+        return candidate
 
     def _popular_hits(
         self,
@@ -648,11 +667,12 @@ class RecommendationPipeline:
         wanted: int,
         seen: set[str],
         excluded: Sequence[str],
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[dict[str, Any]], int, _Built | None]:
         """The ``wanted`` most popular eligible products in the request's context (under
-        ``category`` if given) and how many in-stock products matched. The in-stock list is
-        shared through the cache; the user's exclusions are applied to it here, and only when
-        they leave too few does a live query with every filter run."""
+        ``category`` if given), how many in-stock products matched, and the candidates memo of
+        the cached list they came from (None: a live query). The in-stock list is shared
+        through the cache; the user's exclusions are applied to it here, and only when they
+        leave too few does a live query with every filter run."""
         cfg = self.config
         under = f" and category_path contains {quote(category)}" if category else ""
 
@@ -669,18 +689,23 @@ class RecommendationPipeline:
 
         fetched = min(cfg.rank_hits, wanted + cfg.popularity_cache_margin)
         key = (category, json.dumps(weights, sort_keys=True, default=str), fetched)
-        hits, total = self._popular.get(key, lambda: query("in_stock = true", {}, fetched))
+        hits, total, built = self._popular.get(
+            key, lambda: (*query("in_stock = true", {}, fetched), {})
+        )
         blocked = set(excluded)
-        kept = [
-            h
-            for h in hits
-            if h["fields"]["product_id"] not in seen
-            and not blocked.intersection(h["fields"].get("category_path") or ())
-        ]
+        if blocked:
+            kept = [
+                h
+                for h in hits
+                if h["fields"]["product_id"] not in seen
+                and blocked.isdisjoint(h["fields"].get("category_path") or ())
+            ]
+        else:
+            kept = [h for h in hits if h["fields"]["product_id"] not in seen]
         if len(kept) >= wanted or len(hits) >= total:  # enough, or every match was fetched
-            return kept[:wanted], total
+            return kept[:wanted], total, built
         filters, params = eligibility(seen, excluded)
-        return query(filters, params, wanted)
+        return *query(filters, params, wanted), None
 
     def _lookup(self, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """product_id -> fields (category_path, consumable) of these products; {} on a failed
@@ -941,6 +966,8 @@ def _stage_row(
 
 def _jsonable(value: Any) -> Any:
     """Summaries may hold tuples or numpy scalars; the API returns plain JSON."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

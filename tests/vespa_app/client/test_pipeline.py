@@ -254,6 +254,14 @@ def test_cached_popularity_gives_the_live_answer_and_saves_queries(engine, built
     assert "popularity" not in searches
     assert second.strategy == "cold_start" and len(second.items) == 50
     assert not any(leaf in item["category_path"] for item in second.items)
+    # Users served one after another from one cached list (and the candidates built from it)
+    # get what a query of their own gives, whatever the users before them excluded.
+    popular = tuple(second.product_ids[:4])
+    for exclude in ((), popular[:2], (), popular[3:], popular[:2], popular):
+        each = dataclasses.replace(context, exclude_product_ids=exclude)
+        assert (
+            cached.recommend("nobody", 50, each).items == live.recommend("nobody", 50, each).items
+        )
     client.close()
 
 
@@ -592,3 +600,53 @@ def test_a_product_without_interactions_can_be_recommended(pipeline, market, bui
     result = pipeline.recommend("new-item-fan", 50, inspect=True)
     assert result.strategy == "personalized"
     assert new in [row["product_id"] for row in result.stages["candidates"]][:5]
+
+
+def test_candidates_carry_the_exports_vectors(pipeline, market, built, monkeypatch):
+    """Every candidate reaches the re-ranker with its own row of the export (L2-normalised),
+    personalized and cold alike; a product the vectors lack gets none (never another's), and
+    MMR then falls back to attributes."""
+    from model_export.export import read_embeddings
+    from model_export.manifest import Manifest
+    from vespa_app.client.vectors import ProductVectors
+
+    ids, table = read_embeddings(built.export, Manifest.read(built.export), "product")
+    table = np.asarray(table, dtype=np.float32)
+    row = {p: i for i, p in enumerate(ids)}
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+
+    def capture(target: RecommendationPipeline) -> list[list]:
+        seen: list[list] = []
+        real = target.reranker.rerank
+        monkeypatch.setattr(
+            target.reranker, "rerank", lambda c, *a, **kw: seen.append(list(c)) or real(c, *a, **kw)
+        )
+        return seen
+
+    seen = capture(pipeline)
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    full = pipeline.recommend(user_id, 20)
+    assert full.strategy == "personalized" and full.summary["similarity"] == "embedding"
+    assert pipeline.recommend("nobody-here", 20).strategy == "cold_start"
+    assert len(seen) == 2 and all(seen)
+    for candidates in seen:
+        for c in candidates:
+            np.testing.assert_allclose(c.embedding, unit[row[c.product_id]], rtol=0, atol=1e-6)
+
+    missing = {c.product_id for c in seen[0] if c.source in ("ann", "ann+walk")}
+    missing = set(sorted(missing)[:10])
+    keep = [i for i, p in enumerate(ids) if p not in missing]
+    partial = RecommendationPipeline(
+        pipeline.vespa, config=pipeline.config, item_index=pipeline.item_index,
+        graph=pipeline.graph, vectors=ProductVectors([ids[i] for i in keep], table[keep]),
+    )  # fmt: skip
+    seen = capture(partial)
+    result = partial.recommend(user_id, 20)
+    assert result.summary["similarity"] == "attributes"
+    candidates = seen[0]
+    assert missing <= {c.product_id for c in candidates}
+    for c in candidates:
+        if c.product_id in missing:
+            assert c.embedding is None
+        else:
+            np.testing.assert_allclose(c.embedding, unit[row[c.product_id]], rtol=0, atol=1e-6)

@@ -347,6 +347,48 @@ def test_mmr_over_attributes_when_embeddings_are_missing():
     assert result.summary["similarity"] == "attributes"
 
 
+def test_attribute_similarity_counts_the_levels_shared_from_the_root():
+    """category_weight * levels shared from the root / the deeper path's depth (at least 1) +
+    seller_weight * same seller, whatever the paths: a level equal only below a difference does
+    not count, nor does the same name at another depth."""
+    from vespa_app.client.rerank.placement import PlacementInput, _Greedy
+    from vespa_app.client.rerank.scoring import candidate_arrays
+
+    paths = [
+        ("a",), ("a", "a/b"), ("a", "a/b", "a/b/c"), ("c", "a/b"), ("a", "a/x", "a/b/c"), (),
+        ("a", "a"), ("a", "a/b"), ("a/b",),
+    ]  # fmt: skip
+    kept = [cand(f"p{i}", f"s{i % 3}", float(len(paths) - i), cat=p) for i, p in enumerate(paths)]
+    arrays = candidate_arrays(kept)
+    data = PlacementInput(
+        scores=arrays.ranker, seller=arrays.seller, margin=arrays.margin, small=None,
+        embedding=None, path_index=arrays.path_index, paths=arrays.paths,
+        path_len=arrays.path_len, product_pins={}, category_pins={},
+    )  # fmt: skip
+    weights = {"lambda": 0.5, "category_weight": 0.7, "seller_weight": 0.3}
+    greedy = _Greedy(data, rules(diversity=weights), len(kept))
+    for j, mine in enumerate(paths):
+        expected = []
+        for i, other in enumerate(paths):
+            shared = 0
+            for a, b in zip(other, mine, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            same_seller = kept[i].seller_id == kept[j].seller_id
+            expected.append(0.7 * shared / max(len(other), len(mine), 1) + 0.3 * same_seller)
+        np.testing.assert_allclose(greedy.similarity(j), expected, rtol=0, atol=1e-12)
+
+
+def test_out_of_stock_is_removed_and_counted_when_nothing_is_blocked():
+    candidates = [cand("p0", score=3.0), cand("p1", score=2.0, in_stock=False), cand("p2")]
+    result = Reranker(rules()).rerank(candidates, ctx())
+    assert result.product_ids == ["p0", "p2"]
+    assert result.summary["removed"]["out_of_stock"] == 1 and result.summary["eligible"] == 2
+    kept = Reranker(rules(filter={"require_in_stock": False})).rerank(candidates, ctx())
+    assert kept.product_ids == ["p0", "p1", "p2"]
+
+
 def test_explanation_has_stage_scores_and_supporting_history_item():
     candidates = [
         cand("p1", "s0", 2.0, retrieval=0.7, cat=("home", "home/kitchen"), source="ann"),

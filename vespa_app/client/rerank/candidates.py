@@ -12,10 +12,11 @@ class RerankInputError(ValueError):
     """A candidate or context field the re-ranker cannot use; the message names it."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Candidate:
     """One stage-2 hit. ``category_path`` lists the ancestors first, e.g.
-    ("home", "home/kitchen", "home/kitchen/knives"); ``created_at`` is epoch seconds."""
+    ("home", "home/kitchen", "home/kitchen/knives"); ``created_at`` is epoch seconds.
+    Slots: a request builds hundreds, and a frozen dataclass without them is slower to make."""
 
     product_id: str
     seller_id: str
@@ -50,7 +51,7 @@ class RequestContext:
     location: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RankedItem:
     candidate: Candidate
     position: int  # 1-based slot

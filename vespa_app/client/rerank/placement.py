@@ -2,8 +2,10 @@
 
 Works on candidates sorted best-first by final score (index i = rank i + 1), so `argmax` picks
 the better-ranked item among exact ties and the result is deterministic. Each slot costs a few
-vector operations over the n candidates plus one similarity row (n × D for embeddings), so
-500 → 50 stays around a millisecond.
+vector operations over the n candidates plus one similarity row (n × D for embeddings); the
+seller caps are kept per candidate as they change (a seller reaching or leaving a cap flips its
+candidates) instead of being recomputed for every slot, so 500 → 50 takes about a
+millisecond.
 
 Attribution: when a rule overrides the item that would otherwise take slot t, that item is
 recorded as "demoted" by the rule (from slot t), and the item the rule put there instead as
@@ -63,8 +65,10 @@ class _Greedy:
         self.small = data.small if data.small is not None else np.zeros(n, dtype=bool)
         self.product_pins = {s: i for s, i in data.product_pins.items() if s < k}
         n_sellers = int(data.seller.max()) + 1 if n else 0
-        self.share_count = np.zeros(n_sellers, dtype=np.int64)
-        self.window_count = np.zeros(n_sellers, dtype=np.int64)
+        # Per-slot bookkeeping is scalar work: Python lists are faster at it than numpy.
+        self.sellers: list[int] = data.seller.tolist()
+        self.share_count = [0] * n_sellers
+        self.window_count = [0] * n_sellers
         # live = the MMR relevance term, -inf once an item is placed or reserved by a pin;
         # objective = live - (1 - lambda) * max similarity to the placed items.
         self.live = self.lam * data.scores if self.lam < 1.0 else data.scores.copy()
@@ -72,24 +76,49 @@ class _Greedy:
         for index in self.product_pins.values():
             self.live[index] = NEG  # reserved for its slot
             self.remaining[index] = False
-            self.share_count[data.seller[index]] += 1  # pins count against the share up front
+            self.share_count[self.sellers[index]] += 1  # pins count against the share up front
         self.max_sim = np.zeros(n)
         self.objective = self.live.copy()
         self.slot_seller: list[int] = []
         self.small_slots = 0
+        # Caps kept current by take(): which sellers are capped now (pins still to come aside,
+        # see choose) and, per candidate, 0 or -inf to add to the objective.
+        self.capped = [False] * n_sellers
+        self.cap_penalty = np.zeros(n)
+        self.n_capped = 0
+        self._members: dict[int, np.ndarray] = {}
+        for seller in {self.sellers[i] for i in self.product_pins.values()}:
+            self._update_cap(seller)
+        # Attribute similarity (see similarity): per level, each candidate's category prefix
+        # code, and the deeper path's depth per depth of the placed item; built when needed.
+        self._levels: list[np.ndarray] | None = None
+        self._depth = np.zeros(0, dtype=np.int64)
+        self._longest: dict[int, np.ndarray] = {}
+
+    def _update_cap(self, seller: int) -> None:
+        capped = (self.share_max is not None and self.share_count[seller] >= self.share_max) or (
+            self.window_cap is not None and self.window_count[seller] >= self.window_cap
+        )
+        if capped == self.capped[seller]:
+            return
+        self.capped[seller] = capped
+        self.n_capped += 1 if capped else -1
+        members = self._members.get(seller)
+        if members is None:
+            members = self._members[seller] = np.flatnonzero(self.data.seller == seller)
+        self.cap_penalty[members] = NEG if capped else 0.0
 
     def blocked_sellers(self, t: int) -> np.ndarray | None:
         blocked = None
         if self.share_max is not None:
-            blocked = self.share_count >= self.share_max
+            blocked = np.array(self.share_count) >= self.share_max
         if self.window_cap is not None:
-            counts = self.window_count
+            counts = np.array(self.window_count)
             # Pins still to come inside a window containing t (conservative: span 2w - 1).
             ahead = [
                 self.data.seller[i] for s, i in self.product_pins.items() if t < s < t + self.window
             ]
             if ahead:
-                counts = counts.copy()
                 np.add.at(counts, ahead, 1)
             over = counts >= self.window_cap
             blocked = over if blocked is None else blocked | over
@@ -100,10 +129,18 @@ class _Greedy:
     def choose(self, t: int) -> tuple[int | None, list[tuple[str, str, int]]]:
         """The item for slot t under the placement rules, and the decisions that shaped it."""
         objective = self.objective
-        blocked = self.blocked_sellers(t)
-        eligible_obj = (
-            objective if blocked is None else np.where(blocked[self.data.seller], NEG, objective)
+        pins_ahead = (
+            self.window_cap is not None
+            and bool(self.product_pins)
+            and any(t < s < t + self.window for s in self.product_pins)
         )
+        # Per candidate, -inf where its seller is capped for slot t (None: no seller is).
+        if pins_ahead:  # the window also counts pins still to come: the full check
+            blocked = self.blocked_sellers(t)
+            penalty = None if blocked is None else np.where(blocked[self.data.seller], NEG, 0.0)
+        else:  # the caps as take() left them (equal to blocked_sellers(t) without pins ahead)
+            penalty = self.cap_penalty if self.n_capped else None
+        eligible_obj = objective if penalty is None else objective + penalty
         decisions: list[tuple[str, str, int]] = []
         pooled = eligible_obj
         forced = False
@@ -114,9 +151,9 @@ class _Greedy:
         best = int(pooled.argmax()) if pooled.size else 0
         if not pooled.size or pooled[best] == NEG:
             return None, []
-        if blocked is not None:
+        if penalty is not None:
             unconstrained = int(objective.argmax())
-            if blocked[self.data.seller[unconstrained]]:
+            if penalty[unconstrained] == NEG:
                 decisions.append(("seller_cap", "demoted", unconstrained))
         if forced:
             free = int(eligible_obj.argmax())
@@ -130,9 +167,8 @@ class _Greedy:
                 decisions.append(("mmr", "promoted", best))
         chosen = best
         if self.eps > 0:
-            close = pooled >= pooled[best] - self.eps
-            if np.count_nonzero(close) > 1:
-                near = np.flatnonzero(close)
+            near = (pooled >= pooled[best] - self.eps).nonzero()[0]
+            if near.size > 1:
                 chosen = int(near[np.argmax(self.data.margin[near])])
                 if chosen != best:
                     decisions.append(("margin", "demoted", best))
@@ -140,13 +176,16 @@ class _Greedy:
         return chosen, decisions
 
     def take(self, t: int, chosen: int) -> None:
-        seller = self.data.seller[chosen]
+        seller = self.sellers[chosen]
         if t not in self.product_pins:
             self.share_count[seller] += 1
         self.slot_seller.append(seller)
         self.window_count[seller] += 1
+        self._update_cap(seller)
         if t - self.window + 1 >= 0:
-            self.window_count[self.slot_seller[t - self.window + 1]] -= 1
+            left = self.slot_seller[t - self.window + 1]
+            self.window_count[left] -= 1
+            self._update_cap(left)
         self.small_slots += int(self.small[chosen])
         self.remaining[chosen] = False
         self.live[chosen] = NEG
@@ -158,18 +197,43 @@ class _Greedy:
             self.objective[chosen] = NEG
 
     def similarity(self, j: int) -> np.ndarray:
-        """Similarity of every candidate to candidate j; negative cosines count as 0."""
+        """Similarity of every candidate to candidate j; negative cosines count as 0.
+
+        Attributes: category_weight * (levels shared from the root / the deeper path's depth,
+        at least 1) + seller_weight * same seller."""
         data = self.data
         if data.embedding is not None:
             return np.maximum(data.embedding @ data.embedding[j], 0.0)
         d = self.rules.diversity
-        # Category similarity per distinct path (few), then gathered per candidate.
-        row = data.paths[data.path_index[j]]
-        equal = (data.paths == row) & (row >= 0)
-        shared = np.cumprod(equal, axis=1).sum(axis=1)
-        longest = np.maximum(np.maximum(data.path_len, data.path_len[data.path_index[j]]), 1)
-        by_path = d.category_weight * (shared / longest)
-        return by_path[data.path_index] + d.seller_weight * (data.seller == data.seller[j])
+        if self._levels is None:
+            prefix = prefix_codes(data.paths)[data.path_index]  # (n, L)
+            self._levels = [prefix[:, level].copy() for level in range(prefix.shape[1])]
+            self._depth = data.path_len[data.path_index]
+        depth = int(self._depth[j])
+        # Equal prefix codes at a level mean equal paths down to it, so the equal levels are
+        # the shared levels from the root.
+        shared = np.zeros(data.seller.size, dtype=np.int64)
+        for level in self._levels[:depth]:
+            shared += level == level[j]
+        longest = self._longest.get(depth)
+        if longest is None:
+            longest = self._longest[depth] = np.maximum(self._depth, max(depth, 1))
+        return d.category_weight * (shared / longest) + d.seller_weight * (
+            data.seller == data.seller[j]
+        )
+
+
+def prefix_codes(paths: np.ndarray) -> np.ndarray:
+    """(P, L) codes of each path's prefixes: equal at level l iff the two paths are equal from
+    the root down to level l; -1 past the path's end."""
+    codes = np.full(paths.shape, -1, dtype=np.int64)
+    above = np.zeros(paths.shape[0], dtype=np.int64)
+    base = int(paths.max(initial=-1)) + 2
+    for level in range(paths.shape[1]):
+        _, above = np.unique(above * base + paths[:, level] + 1, return_inverse=True)
+        above = above.reshape(-1)
+        codes[:, level] = np.where(paths[:, level] >= 0, above, -1)
+    return codes
 
 
 def place(data: PlacementInput, rules: RerankRules, k: int) -> Placement:

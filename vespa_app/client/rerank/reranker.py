@@ -73,7 +73,7 @@ class Reranker:
         position_of[order] = np.arange(order.size)
         product_pins: dict[int, int] = {}
         category_pins: dict[int, np.ndarray] = {}
-        index_of = {c.product_id: i for i, c in enumerate(kept)}
+        index_of = {c.product_id: i for i, c in enumerate(kept)} if rules.business.pin else {}
         missing_pins: list[int] = []
         for pin in rules.business.pin:
             if pin.product_id is not None:

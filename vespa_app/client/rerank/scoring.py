@@ -32,6 +32,12 @@ def filter_candidates(
     blocked_categories = set(business.blocked_categories)
     require_stock = rules.filter.require_in_stock
     removed = {"blocked_product": 0, "blocked_seller": 0, "blocked_category": 0, "out_of_stock": 0}
+    blocked = blocked_products or blocked_sellers or blocked_categories
+    if not blocked and len({c.product_id for c in candidates}) == len(candidates):
+        # Nothing blocked and no duplicates (the usual request): only the stock filter.
+        kept = [c for c in candidates if c.in_stock] if require_stock else list(candidates)
+        removed["out_of_stock"] = len(candidates) - len(kept)
+        return kept, removed
     kept: list[Candidate] = []
     seen: dict[str, int] = {}
     for index, c in enumerate(candidates):
@@ -80,16 +86,20 @@ def _seller_codes(kept: list[Candidate]) -> tuple[np.ndarray, list[str]]:
     """(n,) seller codes and code -> seller_id. Candidates without a seller (``""``: a review
     dataset's products without a brand, say) each get a code of their own: an unknown seller is
     not one big seller, so caps and diversity must not lump them together."""
+    names = [c.seller_id for c in kept]
     codes: dict[str, int] = {}
+    if "" not in names:  # the usual case: codes in order of first appearance
+        seller = np.fromiter((codes.setdefault(s, len(codes)) for s in names), np.int64, len(names))
+        return seller, list(codes)
     ids: list[str] = []
     seller = np.empty(len(kept), dtype=np.int64)
-    for i, c in enumerate(kept):
-        code = codes.get(c.seller_id) if c.seller_id else None
+    for i, name in enumerate(names):
+        code = codes.get(name) if name else None
         if code is None:
             code = len(ids)
-            ids.append(c.seller_id)
-            if c.seller_id:
-                codes[c.seller_id] = code
+            ids.append(name)
+            if name:
+                codes[name] = code
         seller[i] = code
     return seller, ids
 
@@ -102,11 +112,15 @@ def candidate_arrays(kept: list[Candidate]) -> CandidateArrays:
     path_index = np.fromiter(
         (path_codes.setdefault(tuple(c.category_path), len(path_codes)) for c in kept), np.int64, n
     )
-    depth = max((len(p) for p in path_codes), default=0)
-    unique = np.full((len(path_codes), max(depth, 1)), -1, dtype=np.int64)
+    width = max(max((len(p) for p in path_codes), default=0), 1)
     level_codes: dict[str, int] = {}
-    for row, path in enumerate(path_codes):
-        unique[row, : len(path)] = [level_codes.setdefault(p, len(level_codes)) for p in path]
+    unique = np.array(
+        [
+            [level_codes.setdefault(p, len(level_codes)) for p in path] + [-1] * (width - len(path))
+            for path in path_codes
+        ],
+        dtype=np.int64,
+    ).reshape(len(path_codes), width)
     nan = math.nan
     columns = np.array(
         [
