@@ -175,11 +175,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_engine(built: Built, port: int) -> subprocess.Popen:
+def start_engine(built: Built, port: int, search_threads: int | None = None) -> subprocess.Popen:
     argv = [
         sys.executable, "-m", "vespa_app", "serve", "--package", str(built.package),
         "--data", str(built.data), "--port", str(port),
     ]  # fmt: skip
+    if search_threads is not None:
+        argv += ["--search-threads", str(search_threads)]
     proc = subprocess.Popen(argv, cwd=ROOT, env=_env())
     _wait_http(f"http://127.0.0.1:{port}/state/v1/health", 900, proc)
     return proc
@@ -287,6 +289,12 @@ def _client(
         conn.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(
     base: str, users: list[str], clients: int, warmup: float, duration: float, k: int
 ) -> tuple[list[Sample], float, list[tuple[float, float, float]]]:
@@ -388,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60.0, help="measured seconds (60)")
     p.add_argument("--k", type=int, default=50, help="items per response (50)")
     p.add_argument("--server", choices=("werkzeug", "hypercorn"), default="werkzeug")
+    p.add_argument(
+        "--search-threads",
+        type=int,
+        default=None,
+        help="the engine's search threads (its --search-threads; default: the engine's)",
+    )
     p.add_argument("--rebuild", action="store_true", help="regenerate, retrain and refeed")
     p.add_argument("--build-only", action="store_true", help="build and feed, no load")
     p.add_argument("--folder", type=Path, default=None, help="artifacts/pipeline_load")
@@ -401,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vport, wport = _free_port(), _free_port()
         t0 = time.perf_counter()
-        engine = start_engine(built, vport)
+        engine = start_engine(built, vport, args.search_threads)
         start_s = time.perf_counter() - t0
         _log(f"engine up in {start_s:.0f}s")
         vespa_url = f"http://127.0.0.1:{vport}"
@@ -411,13 +425,26 @@ def main(argv: list[str] | None = None) -> int:
         webapp = start_webapp(built, vespa_url, wport, args.server)
         users = known_users(built, 2000)
         _log(f"load: {args.clients} clients, {args.warmup:.0f}s warm-up, {args.duration:.0f}s")
+        processes = {"engine": engine.pid, "webapp": webapp.pid, "clients": os.getpid()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         samples, duration, loads = run_load(
             f"http://127.0.0.1:{wport}", users, args.clients, args.warmup, args.duration, args.k
         )
+        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
+        sent = len(samples) * (args.warmup + args.duration) / args.duration  # with the warm-up
     finally:
         _stop(webapp)
         _stop(engine)
     result = summarise(samples, duration, loads)
+    # CPU per request of each process over the whole run (warm-up included, so divided by an
+    # estimate of all requests sent): where the 2 cores go.
+    result["cpu_ms_per_request"] = {
+        name: round(1000 * used / max(sent, 1), 2) for name, used in cpu_used.items()
+    }
+    print(
+        "CPU ms per request: "
+        + ", ".join(f"{n} {v}" for n, v in result["cpu_ms_per_request"].items())
+    )
     print(_table(result))
     from benchmarks.common import write_results
 
@@ -429,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": built.info["events"], "embedding_dim": DIM,
                 "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
                 "k": args.k, "server": args.server, "engine_start_s": round(start_s, 1),
+                "search_threads": args.search_threads,
                 "build_timings_s": built.info["timings"],
             },
             **result,

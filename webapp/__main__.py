@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.locations:
         config["LOCATIONS"] = tuple(v for v in args.locations.split(",") if v)
     app = create_app(config)
+    from vespa_app.gc_freeze import freeze_loaded_objects
+
+    freeze_loaded_objects()  # the export's item index and vectors stay out of every collection
     print(f"webapp on http://{args.host}:{args.port} -> {app.config['VESPA_URL']}", file=sys.stderr)
     os.environ.setdefault("FLASK_DEBUG", "0")
     app.run(host=args.host, port=args.port, debug=False, threaded=True, use_reloader=False)

@@ -19,6 +19,7 @@ from vespa_app.engine.documents import DocumentApi
 from vespa_app.engine.server import EngineApp
 from vespa_app.engine.services import PackageError, Services, load_query_profile, load_services
 from vespa_app.engine.store import DocumentStore
+from vespa_app.gc_freeze import freeze_loaded_objects
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ async def serve(engine: Engine, shutdown: asyncio.Event) -> None:
 def run(config: EngineConfig, schemas: dict[str, Any] | None = None) -> int:
     """Load, serve until SIGINT/SIGTERM, close cleanly. Returns the process exit code."""
     engine = Engine(config, schemas)
+    freeze_loaded_objects()
     try:
 
         async def main() -> None:
