@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     data = split_dataset(load_dataset(args.dataset))
     result: dict = {
+        "command": "python -m benchmarks.lightgcn_gowalla "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "dataset": str(args.dataset),
         "protocol": "FULL, fixed R80/20, training items excluded, @20",
         "num_users": data.num_users,
