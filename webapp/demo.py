@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         from webapp import create_app
 
         app = create_app(storefront_config(dataset, export, engine.url, work / "events.sqlite3"))
+        from vespa_app.gc_freeze import freeze_loaded_objects
+
+        freeze_loaded_objects()  # what the storefront loaded stays out of every collection
         url = f"http://{args.host}:{args.port}"
         print(banner(url), flush=True)
         os.environ.setdefault("FLASK_DEBUG", "0")
