@@ -297,8 +297,9 @@ def cpu_seconds(pid: int) -> float:
 
 def run_load(
     base: str, users: list[str], clients: int, warmup: float, duration: float, k: int
-) -> tuple[list[Sample], float, list[tuple[float, float, float]]]:
-    """Samples started inside the measured window, its length and load averages over it."""
+) -> tuple[list[Sample], float, list[tuple[float, float, float]], int]:
+    """Samples started inside the measured window, its length, load averages over it, and how
+    many requests were sent in all (warm-up included)."""
     samples: list[list[Sample]] = [[] for _ in range(clients)]
     start = time.monotonic()
     measure_from = start + warmup
@@ -317,7 +318,7 @@ def run_load(
     for t in threads:
         t.join()
     flat = [s for per in samples for s in per if s.start >= measure_from]
-    return flat, duration, loads
+    return flat, duration, loads, sum(len(per) for per in samples)
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -427,17 +428,16 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"load: {args.clients} clients, {args.warmup:.0f}s warm-up, {args.duration:.0f}s")
         processes = {"engine": engine.pid, "webapp": webapp.pid, "clients": os.getpid()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        samples, duration, loads = run_load(
+        samples, duration, loads, sent = run_load(
             f"http://127.0.0.1:{wport}", users, args.clients, args.warmup, args.duration, args.k
         )
         cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
-        sent = len(samples) * (args.warmup + args.duration) / args.duration  # with the warm-up
     finally:
         _stop(webapp)
         _stop(engine)
     result = summarise(samples, duration, loads)
-    # CPU per request of each process over the whole run (warm-up included, so divided by an
-    # estimate of all requests sent): where the 2 cores go.
+    # CPU per request of each process over the whole run, warm-up included (so divided by every
+    # request sent): where the 2 cores go.
     result["cpu_ms_per_request"] = {
         name: round(1000 * used / max(sent, 1), 2) for name, used in cpu_used.items()
     }

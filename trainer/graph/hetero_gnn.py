@@ -55,7 +55,7 @@ from trainer.graph.features import (
     ProductFeatures,
     interaction_view,
 )
-from trainer.graph.priors import PriorWeights, StagePriors, select_weights
+from trainer.graph.priors import PriorWeights, StagePriors, select_config_weights
 from trainer.graph.sampling import HeteroNeighborSampler
 from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport
@@ -306,16 +306,11 @@ class HeteroGNNRecommender(Recommender):
             restore=restore,
         )
         report = train_epochs(self.name, config, data, hooks)
-        self.prior = select_weights(
+        self.prior = select_config_weights(
             lambda weights: lambda users: self._score(data, "valid", users, weights),
             data,
-            config.prior_grid,
-            config.cold_grid,
-            k=config.valid_k,
-            max_users=config.valid_users,
-            seed=config.seed,
-            name=self.name,
-            cold_tolerance=config.cold_tolerance,
+            config,
+            self.name,
         )
         return report
 

@@ -326,3 +326,24 @@ def select_weights(
         ),
     )
     return best
+
+
+def select_config_weights(
+    score_with: Callable[[PriorWeights], Callable[[np.ndarray], Tensor]],
+    data: InteractionData,
+    config: Any,
+    name: str,
+) -> PriorWeights:
+    """:func:`select_weights` with the grids and validation settings of a model config (its
+    ``prior_grid``, ``cold_grid``, ``valid_k``, ``valid_users``, ``seed``, ``cold_tolerance``)."""
+    return select_weights(
+        score_with,
+        data,
+        config.prior_grid,
+        config.cold_grid,
+        k=config.valid_k,
+        max_users=config.valid_users,
+        seed=config.seed,
+        name=name,
+        cold_tolerance=config.cold_tolerance,
+    )

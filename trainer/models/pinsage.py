@@ -41,7 +41,7 @@ from trainer.data.graph import build_graph
 from trainer.data.interactions import InteractionData, Stage
 from trainer.data.schema import EVENT_TYPES
 from trainer.graph.features import FeatureEncoder, ProductFeatures, recent_history
-from trainer.graph.priors import PriorWeights, StagePriors, select_weights
+from trainer.graph.priors import PriorWeights, StagePriors, select_config_weights
 from trainer.graph.sampling import WALK, PinSAGESampler, WalkNodeLoader
 from trainer.graph.training import softmax_loss
 from trainer.models.base import Recommender, TrainReport, register
@@ -266,16 +266,11 @@ class PinSAGE(Recommender):
         )
         refresh()  # hard negatives of epoch 2 need a table; epoch 1 uses none
         report = train_epochs(self.name, config, data, hooks)
-        self.prior = select_weights(
+        self.prior = select_config_weights(
             lambda weights: lambda users: self._score(data, "valid", users, weights),
             data,
-            config.prior_grid,
-            config.cold_grid,
-            k=config.valid_k,
-            max_users=config.valid_users,
-            seed=config.seed,
-            name=self.name,
-            cold_tolerance=config.cold_tolerance,
+            config,
+            self.name,
         )
         return report
 

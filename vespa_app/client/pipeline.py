@@ -693,15 +693,12 @@ class RecommendationPipeline:
             key, lambda: (*query("in_stock = true", {}, fetched), {})
         )
         blocked = set(excluded)
-        if blocked:
-            kept = [
-                h
-                for h in hits
-                if h["fields"]["product_id"] not in seen
-                and blocked.isdisjoint(h["fields"].get("category_path") or ())
-            ]
-        else:
-            kept = [h for h in hits if h["fields"]["product_id"] not in seen]
+        kept = [
+            h
+            for h in hits
+            if h["fields"]["product_id"] not in seen
+            and (not blocked or blocked.isdisjoint(h["fields"].get("category_path") or ()))
+        ]
         if len(kept) >= wanted or len(hits) >= total:  # enough, or every match was fetched
             return kept[:wanted], total, built
         filters, params = eligibility(seen, excluded)

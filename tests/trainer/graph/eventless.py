@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from trainer.data.interactions import InteractionData
@@ -27,3 +28,12 @@ def with_eventless_products(planted: InteractionData) -> tuple[InteractionData, 
     )
     data = split_dataset(grown)
     return data, len(products), len(products) + 1
+
+
+def assert_each_cluster_prefers_its_new_product(scores, new_a: int, new_b: int) -> None:
+    """Users of cluster "a" (even rows of ``scores``) rank p_new_a above p_new_b, users of
+    cluster "b" (odd rows) the other way round."""
+    scores = np.asarray(scores)
+    even, odd = scores[0::2], scores[1::2]
+    assert bool((even[:, new_a] > even[:, new_b]).all())
+    assert bool((odd[:, new_b] > odd[:, new_a]).all())

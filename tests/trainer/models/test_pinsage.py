@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer.graph.eventless import with_eventless_products
+from tests.trainer.graph.eventless import (
+    assert_each_cluster_prefers_its_new_product,
+    with_eventless_products,
+)
 from tests.trainer.models.inductive import grown_marketplace, nearest, recall_at
 from tests.trainer.models.planted import planted_marketplace
 from trainer.data.splits import split_dataset
@@ -141,7 +144,4 @@ def test_eventless_product_ranks_by_the_users_category(model, planted):
     fresh.load_state_dict({**model.state_dict(), "items": model.embed_items(data, "valid")})
     fresh.prior = PriorWeights(cold=1.0)
     scores = fresh.score(data, "test", np.arange(data.num_users))
-    even = np.arange(0, data.num_users, 2)
-    odd = np.arange(1, data.num_users, 2)
-    assert bool((scores[even, new_a] > scores[even, new_b]).all())
-    assert bool((scores[odd, new_b] > scores[odd, new_a]).all())
+    assert_each_cluster_prefers_its_new_product(scores, new_a, new_b)

@@ -32,12 +32,6 @@ def filter_candidates(
     blocked_categories = set(business.blocked_categories)
     require_stock = rules.filter.require_in_stock
     removed = {"blocked_product": 0, "blocked_seller": 0, "blocked_category": 0, "out_of_stock": 0}
-    blocked = blocked_products or blocked_sellers or blocked_categories
-    if not blocked and len({c.product_id for c in candidates}) == len(candidates):
-        # Nothing blocked and no duplicates (the usual request): only the stock filter.
-        kept = [c for c in candidates if c.in_stock] if require_stock else list(candidates)
-        removed["out_of_stock"] = len(candidates) - len(kept)
-        return kept, removed
     kept: list[Candidate] = []
     seen: dict[str, int] = {}
     for index, c in enumerate(candidates):
@@ -86,22 +80,12 @@ def _seller_codes(kept: list[Candidate]) -> tuple[np.ndarray, list[str]]:
     """(n,) seller codes and code -> seller_id. Candidates without a seller (``""``: a review
     dataset's products without a brand, say) each get a code of their own: an unknown seller is
     not one big seller, so caps and diversity must not lump them together."""
-    names = [c.seller_id for c in kept]
-    codes: dict[str, int] = {}
-    if "" not in names:  # the usual case: codes in order of first appearance
-        seller = np.fromiter((codes.setdefault(s, len(codes)) for s in names), np.int64, len(names))
-        return seller, list(codes)
-    ids: list[str] = []
-    seller = np.empty(len(kept), dtype=np.int64)
-    for i, name in enumerate(names):
-        code = codes.get(name) if name else None
-        if code is None:
-            code = len(ids)
-            ids.append(name)
-            if name:
-                codes[name] = code
-        seller[i] = code
-    return seller, ids
+    # A seller-less candidate's key is a fresh object, so it never meets another one.
+    codes: dict[object, int] = {}
+    seller = np.fromiter(
+        (codes.setdefault(c.seller_id or object(), len(codes)) for c in kept), np.int64, len(kept)
+    )
+    return seller, [key if isinstance(key, str) else "" for key in codes]
 
 
 def candidate_arrays(kept: list[Candidate]) -> CandidateArrays:

@@ -385,16 +385,8 @@ class SearchEngine:
                 values = [(name, fn(batch)) for name, fn in mfb], [(n, f(batch)) for n, f in sfb]
             except BATCH_ERRORS:
                 continue
-            columns = [
-                [(name, _feature_column(v, len(idx))) for name, v in part] for part in values
-            ]
-            mf_names = [name for name, _ in columns[0]]
-            sf_names = [name for name, _ in columns[1]]
-            mf_rows = zip(*(col for _, col in columns[0]), strict=True) if mf_names else None
-            sf_rows = zip(*(col for _, col in columns[1]), strict=True) if sf_names else None
-            for i in idx:
-                mf = dict(zip(mf_names, next(mf_rows), strict=True)) if mf_rows else {}
-                sf = dict(zip(sf_names, next(sf_rows), strict=True)) if sf_rows else {}
+            mfs, sfs = (_per_hit_dicts(part, len(idx)) for part in values)
+            for i, mf, sf in zip(idx, mfs, sfs, strict=True):
                 out[i] = (mf, sf)
         return out
 
@@ -599,6 +591,15 @@ def _feature_column(value: object, n: int) -> list:
             return column.tolist()
         return [_render_number(x) for x in column.tolist()]
     return [_feature_json(per_hit(value, j)) for j in range(n)]
+
+
+def _per_hit_dicts(features: list[tuple[str, object]], n: int) -> list[dict[str, object]]:
+    """Batch feature values (name, value over n hits) as one {name: rendered value} per hit."""
+    if not features:
+        return [{} for _ in range(n)]
+    names = [name for name, _ in features]
+    columns = [_feature_column(value, n) for _, value in features]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _feature_json(v: object) -> object:
