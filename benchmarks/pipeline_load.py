@@ -42,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NAME = "pipeline_load"
 DIM = 128
 HOURS = tuple(range(24))
+# vespa_app.math_threads.MATH_THREAD_VARIABLES, named here because importing that module sets
+# them to 1 in this process too, and the build step trains with torch here.
+MATH_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEVICES = ("mobile", "desktop", "tablet")
 
 
@@ -457,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
                 "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
                 "k": args.k, "server": args.server, "engine_start_s": round(start_s, 1),
                 "search_threads": args.search_threads,
+                # what the servers start with: the environment's count, else one
+                # (vespa_app/math_threads.py); e.g. OPENBLAS_NUM_THREADS=2 to compare
+                "math_threads": {v: os.environ.get(v, "1") for v in MATH_THREAD_VARIABLES},
                 "build_timings_s": built.info["timings"],
             },
             **result,
