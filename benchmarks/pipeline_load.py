@@ -206,13 +206,22 @@ def feed_once(built: Built, url: str) -> None:
     _log(f"fed in {built.info['timings']['feed_s']:.0f}s")
 
 
-def start_webapp(built: Built, vespa_url: str, port: int, server: str) -> subprocess.Popen:
+def start_webapp(
+    built: Built,
+    vespa_url: str,
+    port: int,
+    server: str,
+    target_hits: int = 10_000,
+    rank_hits: int = 500,
+) -> subprocess.Popen:
     env = _env()
     env.update(
         VESPA_URL=vespa_url,
         MODEL_EXPORT_DIR=str(built.export),
         LOCATIONS=",".join(built.info["locations"]),
         EVENTS_DB=str(built.folder / "events.sqlite3"),
+        TARGET_HITS=str(target_hits),
+        RANK_HITS=str(rank_hits),
     )
     if server == "hypercorn":
         argv = [
@@ -406,6 +415,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the engine's search threads (its --search-threads; default: the engine's)",
     )
+    p.add_argument(
+        "--target-hits",
+        type=int,
+        default=10_000,
+        help="stage 1 candidates: the ANN query's targetHits (10000, the issue's size)",
+    )
+    p.add_argument(
+        "--rank-hits",
+        type=int,
+        default=500,
+        help="stage 2: candidates the ranker scores and returns (500, the issue's size)",
+    )
     p.add_argument("--rebuild", action="store_true", help="regenerate, retrain and refeed")
     p.add_argument("--build-only", action="store_true", help="build and feed, no load")
     p.add_argument("--folder", type=Path, default=None, help="artifacts/pipeline_load")
@@ -426,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         feed_once(built, vespa_url)
         if args.build_only:
             return 0
-        webapp = start_webapp(built, vespa_url, wport, args.server)
+        webapp = start_webapp(
+            built, vespa_url, wport, args.server, args.target_hits, args.rank_hits
+        )
         users = known_users(built, 2000)
         _log(f"load: {args.clients} clients, {args.warmup:.0f}s warm-up, {args.duration:.0f}s")
         processes = {"engine": engine.pid, "webapp": webapp.pid, "clients": os.getpid()}
@@ -460,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
                 "k": args.k, "server": args.server, "engine_start_s": round(start_s, 1),
                 "search_threads": args.search_threads,
+                "target_hits": args.target_hits, "rank_hits": args.rank_hits,
                 # what the servers start with: the environment's count, else one
                 # (vespa_app/math_threads.py); e.g. OPENBLAS_NUM_THREADS=2 to compare
                 "math_threads": {v: os.environ.get(v, "1") for v in MATH_THREAD_VARIABLES},

@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # product embeddings (MMR and supported_by by cosine).
     "EXPORT_DIR": None,
     "LOCATIONS": (),  # the training data's sorted location names (ctx location codes)
-    "TARGET_HITS": 10_000,
+    "TARGET_HITS": 10_000,  # stage 1: nearestNeighbor targetHits
+    "RANK_HITS": 500,  # stage 2: candidates the ranker scores (rerank-count) and returns
     "RANKING_PROFILE": "ranking",
     "EXCLUDED_CATEGORIES": (),
     "MAX_K": 200,
@@ -43,7 +44,10 @@ ENVIRONMENT = {
     "LOCATIONS": "LOCATIONS",
     "EXCLUDED_CATEGORIES": "EXCLUDED_CATEGORIES",
     "DATASET_DIR": "DATASET_DIR",
+    "TARGET_HITS": "TARGET_HITS",
+    "RANK_HITS": "RANK_HITS",
 }
+INTEGER_KEYS = ("TARGET_HITS", "RANK_HITS")
 
 
 def _from_environment() -> dict[str, Any]:
@@ -54,6 +58,11 @@ def _from_environment() -> dict[str, Any]:
             continue
         if key == "VESPA_TIMEOUT":
             out[key] = float(value)
+        elif key in INTEGER_KEYS:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValueError(f"{env} must be an integer, got {value!r}") from None
         elif key in ("LOCATIONS", "EXCLUDED_CATEGORIES"):
             out[key] = tuple(v.strip() for v in value.split(",") if v.strip())
         else:
@@ -126,6 +135,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         export = app.config["EXPORT_DIR"]
         config = PipelineConfig(
             target_hits=int(app.config["TARGET_HITS"]),
+            rank_hits=int(app.config["RANK_HITS"]),
+            rerank_count=int(app.config["RANK_HITS"]),
             ranking_profile=app.config["RANKING_PROFILE"],
             locations=tuple(app.config["LOCATIONS"]),
             excluded_categories=tuple(app.config["EXCLUDED_CATEGORIES"]),

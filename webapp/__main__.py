@@ -52,6 +52,19 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated, sorted location names of the training data, for the ranker's "
         "location feature [LOCATIONS]; without them the location is encoded as unknown",
     )
+    p.add_argument(
+        "--target-hits",
+        type=int,
+        default=None,
+        help="stage 1: nearestNeighbor targetHits of the candidate query [TARGET_HITS] (10000)",
+    )
+    p.add_argument(
+        "--rank-hits",
+        type=int,
+        default=None,
+        help="stage 2: candidates the ranker scores and returns to the re-ranker, at most 500 "
+        "(the package's query profile caps hits) [RANK_HITS] (500)",
+    )
     return p
 
 
@@ -72,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         config["EXPORT_DIR"] = args.export_dir
     if args.locations:
         config["LOCATIONS"] = tuple(v for v in args.locations.split(",") if v)
+    if args.target_hits is not None:
+        config["TARGET_HITS"] = args.target_hits
+    if args.rank_hits is not None:
+        config["RANK_HITS"] = args.rank_hits
     app = create_app(config)
     from vespa_app.gc_freeze import freeze_loaded_objects
 

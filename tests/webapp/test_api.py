@@ -318,3 +318,21 @@ def test_json_replies_are_the_documents_flasks_own_provider_writes(app):
         "v": 0.5,
         "i": 3,
     }
+
+
+def test_stage_sizes_come_from_the_environment_and_bad_values_are_named(tmp_path, monkeypatch):
+    from webapp import create_app
+
+    config = {"TESTING": True, "VESPA_URL": "http://127.0.0.1:9"}
+    monkeypatch.setenv("TARGET_HITS", "2000")
+    monkeypatch.setenv("RANK_HITS", "200")
+    app = create_app({**config, "EVENTS_DB": str(tmp_path / "e.sqlite3")})
+    cfg = app.config["PIPELINE"].config
+    assert (cfg.target_hits, cfg.rank_hits, cfg.rerank_count) == (2000, 200, 200)
+    close_app(app)
+    monkeypatch.setenv("RANK_HITS", "lots")
+    with pytest.raises(ValueError, match="RANK_HITS must be an integer, got 'lots'"):
+        create_app({**config, "EVENTS_DB": str(tmp_path / "f.sqlite3")})
+    monkeypatch.setenv("RANK_HITS", "0")
+    with pytest.raises(ValueError, match="rank_hits must be a positive integer"):
+        create_app({**config, "EVENTS_DB": str(tmp_path / "g.sqlite3")})

@@ -36,6 +36,7 @@ from vespa_app.engine.search.ranking import (
     QueryState,
     compile_profiles,
 )
+from vespa_app.engine.search.summaries import SummaryCache
 from vespa_app.engine.search.tensors import Tensor, TensorError, parse_tensor_literal
 from vespa_app.engine.search.yql import Query, Unsupported, YqlError, parse_yql
 from vespa_app.engine.values import render_value
@@ -72,6 +73,7 @@ class SearchEngine:
             except ExpressionError as e:
                 raise PackageError(schema.path, _profile_line(schema, str(e)), str(e)) from None
         self.segments = {name: Segment(schema) for name, schema in schemas.items()}
+        self.summaries = SummaryCache()
         self._stats_lock = threading.Lock()
         self.onnx_evaluations: dict[str, int] = {}
         data_dir = getattr(store, "data_dir", None)
@@ -411,32 +413,32 @@ class SearchEngine:
             [(hit.schema, lid) for hit, lid in zip(merged, local_ids, strict=True)]
         )
         children = []
-        id_prefix = {name: f"id:{name}:{name}::" for name in plans}
+        # per schema, once: (result, cluster, plan, id prefix, cache entries)
+        per_schema = {}
+        for name, (wanted, docid, sdname) in plans.items():
+            plain_id = docid and query.fields is None
+            key = (name, tuple(n for n, _, _ in wanted), docid, sdname, plain_id)
+            per_schema[name] = (
+                by_schema[name], self.clusters[name], plans[name], f"id:{name}:{name}::",
+                plain_id, self.summaries.plan(key),
+            )  # fmt: skip
         for hit, local_id, stored, feats in zip(
             merged, local_ids, stored_docs, features, strict=True
         ):
-            res = by_schema[hit.schema]
-            schema = res.schema
-            cluster = self.clusters[schema.name]
-            wanted, with_docid, sddocname = plans[schema.name]
-            doc_id = id_prefix[schema.name] + local_id
-            stored = stored or {}
-            fields: dict[str, Any] = {}
-            if sddocname:
-                fields["sddocname"] = schema.name
-            if with_docid:
-                fields["documentid"] = doc_id
-            for name, ftype, plain in wanted:
-                value = stored.get(name)
-                if value is None:
-                    continue
-                if plain:  # numbers and bools as stored; an empty string is omitted
-                    if value != "" or ftype.kind != "string":
-                        fields[name] = value
-                    continue
-                rendered = render_value(ftype, value)
-                if rendered is not None:
-                    fields[name] = rendered
+            res, cluster, (wanted, with_docid, sddocname), prefix, plain_id, entries = per_schema[
+                hit.schema
+            ]
+            cached = None if stored is None else self.summaries.get(entries, local_id, stored)
+            if cached is None:
+                doc_id = prefix + local_id
+                rendered = _summary_fields(
+                    hit.schema, doc_id, stored or {}, wanted, with_docid, sddocname
+                )
+                cached = (rendered, doc_id if plain_id else _index_id(cluster, doc_id))
+                if stored is not None:
+                    self.summaries.put(entries, local_id, stored, cached)
+            rendered, hit_id = cached
+            fields = dict(rendered)
             if feats is None:
                 ctx = Ctx(res.qs).at(hit.pos, hit.row)
                 mf = self._features(res.compiled.match_features, ctx)
@@ -448,7 +450,6 @@ class SearchEngine:
             if res.compiled.summary_features:
                 sf["vespa.summaryFeatures.cached"] = 0.0
                 fields["summaryfeatures"] = sf
-            hit_id = doc_id if with_docid and query.fields is None else _index_id(cluster, doc_id)
             children.append(
                 {
                     "id": hit_id,
@@ -591,6 +592,34 @@ def _feature_column(value: object, n: int) -> list:
             return column.tolist()
         return [_render_number(x) for x in column.tolist()]
     return [_feature_json(per_hit(value, j)) for j in range(n)]
+
+
+def _summary_fields(
+    schema_name: str,
+    doc_id: str,
+    stored: dict[str, Any],
+    wanted: list[tuple[str, Any, bool]],
+    with_docid: bool,
+    sddocname: bool,
+) -> dict[str, Any]:
+    """A stored document's summary fields as Vespa renders them (no features)."""
+    fields: dict[str, Any] = {}
+    if sddocname:
+        fields["sddocname"] = schema_name
+    if with_docid:
+        fields["documentid"] = doc_id
+    for name, ftype, plain in wanted:
+        value = stored.get(name)
+        if value is None:
+            continue
+        if plain:  # numbers and bools as stored; an empty string is omitted
+            if value != "" or ftype.kind != "string":
+                fields[name] = value
+            continue
+        rendered = render_value(ftype, value)
+        if rendered is not None:
+            fields[name] = rendered
+    return fields
 
 
 def _per_hit_dicts(features: list[tuple[str, object]], n: int) -> list[dict[str, object]]:

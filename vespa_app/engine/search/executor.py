@@ -268,14 +268,30 @@ def execute(
             window, win_scores = window[kept], win_scores[kept]
         resort = np.lexsort((rows[window], -win_scores))
         window, win_scores = window[resort], win_scores[resort]
-        out = [
-            Hit(schema.name, int(rows[p]), int(p), float(s))
-            for p, s in zip(window[:want], win_scores[:want], strict=False)
-        ]
-        return SchemaResult(schema, segment, compiled, qs, rows, out, total)
+        return SchemaResult(
+            schema, segment, compiled, qs, rows, _hits(schema.name, rows, window, win_scores, want),
+            total,
+        )  # fmt: skip
 
-    out = [Hit(schema.name, int(rows[p]), int(p), float(scores[p])) for p in order[:want]]
-    return SchemaResult(schema, segment, compiled, qs, rows, out, total)
+    picked = order[:want]
+    return SchemaResult(
+        schema, segment, compiled, qs, rows, _hits(schema.name, rows, picked, scores[picked], want),
+        total,
+    )  # fmt: skip
+
+
+def _hits(
+    schema_name: str, rows: np.ndarray, positions: np.ndarray, scores: np.ndarray, want: int
+) -> list[Hit]:
+    """Hit objects for the first ``want`` positions (numpy values converted in one pass each:
+    per-element int()/float() cost ~1 ms per 500 hits)."""
+    positions = positions[:want]
+    return [
+        Hit(schema_name, row, pos, score)
+        for row, pos, score in zip(
+            rows[positions].tolist(), positions.tolist(), scores[:want].tolist(), strict=True
+        )
+    ]
 
 
 def _sort_key(segment: Segment, sorting, row: int, relevance: float) -> tuple:
