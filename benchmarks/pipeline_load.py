@@ -151,7 +151,7 @@ def _built(folder: Path, info: dict[str, Any]) -> Built:
     )  # fmt: skip
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -235,7 +235,7 @@ def start_webapp(
     return proc
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
+def stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     built = build(folder, args.products, args.users, args.rebuild)
     engine = webapp = None
     try:
-        vport, wport = _free_port(), _free_port()
+        vport, wport = free_port(), free_port()
         t0 = time.perf_counter()
         engine = start_engine(built, vport, args.search_threads)
         start_s = time.perf_counter() - t0
@@ -459,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
     finally:
-        _stop(webapp)
-        _stop(engine)
+        stop(webapp)
+        stop(engine)
     result = summarise(samples, duration, loads)
     # CPU per request of each process over the whole run, warm-up included (so divided by every
     # request sent): where the 2 cores go.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from tests.vespa_app.system.support import make_engine
@@ -10,13 +12,33 @@ from vespa_app.engine.search.summaries import SummaryCache
 
 def test_entry_is_used_only_for_the_same_stored_dict():
     cache = SummaryCache()
-    entries = cache.plan(("product", ("title",), True, True, True))
-    stored = {"title": "a"}
-    cache.put(entries, "P1", stored, ({"title": "a"}, "id1"))
-    assert cache.get(entries, "P1", stored) == ({"title": "a"}, "id1")
+    plan = cache.plan(("product", ("title",), True, True, True))
+    stored = {"title": "a", "tags": ["x", "y"]}
+    cache.remember(plan, "P1", stored, {"title": "a", "tags": ["x", "y"]}, "id1")
+    fields, hit_id = cache.lookup(plan, "P1", stored)
+    assert (fields, hit_id) == ({"title": "a", "tags": ["x", "y"]}, "id1")
+    assert list(fields) == ["title", "tags"]  # the summary's field order is kept
+    fields["tags"].append("z")  # each lookup returns new dicts and lists
+    assert cache.lookup(plan, "P1", stored)[0]["tags"] == ["x", "y"]
     # an equal but new dict is a new version of the document: stale
-    assert cache.get(entries, "P1", {"title": "a"}) is None
-    assert cache.get(entries, "P2", stored) is None
+    assert cache.lookup(plan, "P1", {"title": "a", "tags": ["x", "y"]}) is None
+    assert cache.lookup(plan, "P2", stored) is None
+
+
+def test_only_plain_values_are_cached_and_entries_leave_the_collector_alone():
+    cache = SummaryCache()
+    plan = cache.plan("p")
+    tensor = {"v": {"type": "tensor<float>(x[2])", "values": [1.0, 2.0]}}
+    cache.remember(plan, "T", tensor, dict(tensor), "id")
+    assert cache.lookup(plan, "T", tensor) is None
+    nested = {"v": [["a"]]}
+    cache.remember(plan, "N", nested, {"v": [["a"]]}, "id")
+    assert cache.lookup(plan, "N", nested) is None
+    plain = {"n": 1.5, "s": "x", "b": True, "a": ["p", "q"]}
+    cache.remember(plan, "P", plain, dict(plain), "id")
+    for _ in range(3):  # each pass untracks the tuples whose items are all untracked:
+        gc.collect()  # the array values, then the values, then the entry
+    assert not gc.is_tracked(plan.rendered["P"])
 
 
 def test_plans_are_separate_and_capacity_bounds_each():
@@ -25,8 +47,9 @@ def test_plans_are_separate_and_capacity_bounds_each():
     assert cache.plan("a") is a and a is not b
     docs = [{"n": i} for i in range(3)]
     for i, doc in enumerate(docs):
-        cache.put(a, f"P{i}", doc, i)
-    assert len(a) <= 2 and cache.get(a, "P2", docs[2]) == 2
+        cache.remember(a, f"P{i}", doc, {"n": i}, f"id{i}")
+    assert len(a.rendered) <= 2 and cache.lookup(a, "P2", docs[2]) == ({"n": 2}, "id2")
+    assert cache.lookup(b, "P2", docs[2]) is None
     with pytest.raises(ValueError, match="capacity"):
         SummaryCache(capacity=0)
 

@@ -425,20 +425,21 @@ class SearchEngine:
         for hit, local_id, stored, feats in zip(
             merged, local_ids, stored_docs, features, strict=True
         ):
-            res, cluster, (wanted, with_docid, sddocname), prefix, plain_id, entries = per_schema[
+            res, cluster, (wanted, with_docid, sddocname), prefix, plain_id, plan = per_schema[
                 hit.schema
             ]
-            cached = None if stored is None else self.summaries.get(entries, local_id, stored)
-            if cached is None:
+            found = None if stored is None else self.summaries.lookup(plan, local_id, stored)
+            if found is None:
                 doc_id = prefix + local_id
                 rendered = _summary_fields(
                     hit.schema, doc_id, stored or {}, wanted, with_docid, sddocname
                 )
-                cached = (rendered, doc_id if plain_id else _index_id(cluster, doc_id))
+                hit_id = doc_id if plain_id else _index_id(cluster, doc_id)
                 if stored is not None:
-                    self.summaries.put(entries, local_id, stored, cached)
-            rendered, hit_id = cached
-            fields = dict(rendered)
+                    self.summaries.remember(plan, local_id, stored, rendered, hit_id)
+                fields = rendered
+            else:
+                fields, hit_id = found
             if feats is None:
                 ctx = Ctx(res.qs).at(hit.pos, hit.row)
                 mf = self._features(res.compiled.match_features, ctx)
