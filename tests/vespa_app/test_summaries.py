@@ -36,9 +36,10 @@ def test_only_plain_values_are_cached_and_entries_leave_the_collector_alone():
     assert cache.lookup(plan, "N", nested) is None
     plain = {"n": 1.5, "s": "x", "b": True, "a": ["p", "q"]}
     cache.remember(plan, "P", plain, dict(plain), "id")
-    for _ in range(3):  # each pass untracks the tuples whose items are all untracked:
-        gc.collect()  # the array values, then the values, then the entry
-    assert not gc.is_tracked(plan.rendered["P"])
+    for _ in range(2):  # each pass untracks the tuples whose items are all untracked:
+        gc.collect()  # the array values, then the entry
+    assert not gc.is_tracked(plan.plain["P"]) and not gc.is_tracked(plan.rest["P"])
+    assert cache.lookup(plan, "P", plain) == (plain, "id")
 
 
 def test_plans_are_separate_and_capacity_bounds_each():
@@ -48,7 +49,7 @@ def test_plans_are_separate_and_capacity_bounds_each():
     docs = [{"n": i} for i in range(3)]
     for i, doc in enumerate(docs):
         cache.remember(a, f"P{i}", doc, {"n": i}, f"id{i}")
-    assert len(a.rendered) <= 2 and cache.lookup(a, "P2", docs[2]) == ({"n": 2}, "id2")
+    assert len(a.stored) <= 2 and cache.lookup(a, "P2", docs[2]) == ({"n": 2}, "id2")
     assert cache.lookup(b, "P2", docs[2]) is None
     with pytest.raises(ValueError, match="capacity"):
         SummaryCache(capacity=0)

@@ -10,8 +10,9 @@ update stores a new dict (``DocumentStore._plan`` and ``apply_update``, ``Memory
 entry is used only while the store still returns that very dict object; the cache holds a
 reference to it, so its identity cannot pass to another dict.
 
-Entries are kept out of the garbage collector's way: a rendered document is stored as tuples of
-strings and numbers (arrays of them as tuples), which the collector stops tracking, so a full
+Entries are kept out of the garbage collector's way: a rendered document is stored as a dict of
+strings and numbers (None in an array field's place, so that the field order is kept) and its
+arrays as tuples, which the collector does not track or stops tracking, so a full
 collection does not walk 100k cached documents (the serving processes freeze what they loaded,
 vespa_app/gc_freeze.py, and a collection over a warm cache would otherwise cost ~0.1 s per
 100k entries). A document whose summary holds anything else (a tensor, a map) is not cached.
@@ -29,14 +30,18 @@ _ATOMIC = (str, int, float, bool, type(None))
 
 
 class _Plan:
-    """The cached documents of one summary plan: local id -> stored dict it was rendered from,
-    and local id -> (field names, values, hit id)."""
+    """The cached documents of one summary plan, by local id: the stored dict each was rendered
+    from, its plain fields (a dict of strings and numbers, with None in an array field's place
+    to keep the field order; a dict holding only such values is never tracked by the
+    collector), and the rest as one flat tuple (hit id, then name and values of each array
+    field), which the collector untracks after its second pass."""
 
-    __slots__ = ("rendered", "stored")
+    __slots__ = ("plain", "rest", "stored")
 
     def __init__(self) -> None:
         self.stored: dict[str, dict[str, Any]] = {}
-        self.rendered: dict[str, tuple[tuple[str, ...], tuple[Any, ...], str]] = {}
+        self.plain: dict[str, dict[str, Any]] = {}
+        self.rest: dict[str, tuple[Any, ...]] = {}
 
 
 class SummaryCache:
@@ -63,12 +68,13 @@ class SummaryCache:
         """(a new fields dict, hit id) rendered from this very ``stored`` dict, or None."""
         if plan.stored.get(local_id) is not stored:
             return None
-        entry = plan.rendered.get(local_id)
-        if entry is None:
+        plain, rest = plan.plain.get(local_id), plan.rest.get(local_id)
+        if plain is None or rest is None:
             return None
-        names, values, hit_id = entry
-        fields = {n: list(v) if type(v) is tuple else v for n, v in zip(names, values, strict=True)}
-        return fields, hit_id
+        fields = dict(plain)
+        for i in range(1, len(rest), 2):
+            fields[rest[i]] = list(rest[i + 1])
+        return fields, rest[0]
 
     def remember(
         self,
@@ -80,18 +86,22 @@ class SummaryCache:
     ) -> None:
         """Cache ``fields`` (not changed by this call) for ``stored`` when every value is a
         string, number, bool or a flat list of them."""
-        values = []
-        for value in fields.values():
+        plain: dict[str, Any] = {}
+        arrays: list[Any] = []
+        for name, value in fields.items():
             if isinstance(value, list):
                 if not all(isinstance(v, _ATOMIC) for v in value):
                     return
-                values.append(tuple(value))
+                plain[name] = None  # holds the field's place in the order
+                arrays += (name, tuple(value))
             elif isinstance(value, _ATOMIC):
-                values.append(value)
+                plain[name] = value
             else:
                 return
-        if len(plan.rendered) >= self.capacity:
-            plan.rendered.clear()
+        if len(plan.stored) >= self.capacity:
             plan.stored.clear()
-        plan.rendered[local_id] = (tuple(fields), tuple(values), hit_id)
-        plan.stored[local_id] = stored
+            plan.plain.clear()
+            plan.rest.clear()
+        plan.plain[local_id] = plain
+        plan.rest[local_id] = (hit_id, *arrays)
+        plan.stored[local_id] = stored  # last: lookups check it first
