@@ -45,8 +45,9 @@ class _Plan:
 
 
 class SummaryCache:
-    """Safe to share between query threads: each read and write is a single dict operation, and
-    a lost race only renders a document twice."""
+    """Shared by the query threads without a lock of its own: the engine renders hits under the
+    store's read lock, so every thread rendering at the same time sees the same version of a
+    document, and two threads can only race to put the same rendering."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity < 1:
