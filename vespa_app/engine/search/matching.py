@@ -84,8 +84,15 @@ class MatchResult:
 
 def distances(metric: str, vecs: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact distance (double) of every row of `vecs` to `q` (spec §6.1)."""
-    a = vecs.astype(np.float64)
     q = q.astype(np.float64)
+    if metric in ("dotproduct", "prenormalized-angular") and vecs.dtype != np.float64:
+        # widened inside einsum's buffers: no double copy of the rows (~1/4 of the time)
+        dots = np.einsum("ij,j->i", vecs, q, dtype=np.float64)
+        if metric == "dotproduct":
+            return -dots
+        qn = float(q @ q)
+        return 1.0 - dots / (qn if qn > 0 else 1.0)
+    a = vecs.astype(np.float64)
     if metric == "euclidean":
         return np.sqrt(np.sum((a - q) ** 2, axis=1))
     if metric == "dotproduct":
