@@ -13,6 +13,11 @@ benchmarks/results/sequence_anchors_<tag>.json.
         --seeds 0,1,2 --tag lastfm
     nice -n 15 python -m benchmarks.sequence_anchors --model sasrec \\
         --dataset ../shared/data/video_sasrec --sampled --num-negatives 100 --tag video
+    nice -n 19 python -m benchmarks.sequence_anchors --threads 1 --model sasrec \\
+        --dataset ../shared/data/video_sasrec --sampled --num-negatives 100 --minutes 45 \\
+        --set layout=paper --set loss=bce --set dim=50 --set heads=1 --set dropout=0.5 \\
+        --set attention_dropout=0.5 --set batch_size=128 --set valid_negatives=100 \\
+        --set valid_users=0 --set eval_every=2 --set patience=15 --tag video_cpu_bce_paper
     nice -n 15 python -m benchmarks.sequence_anchors --model bert4rec \\
         --dataset ../shared/data/beauty_bert4rec --sampled --sampling popularity \\
         --tag bert4rec_beauty

@@ -51,9 +51,24 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, causal: bool) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        causal: bool,
+        source: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L, D) attention of the queries ``x`` over the keys and values of ``source`` (the
+        same positions; default ``x``). The SASRec paper's blocks take queries from a normalised
+        copy of the sequence and keys and values from the sequence itself."""
         batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
+        if source is None:
+            qkv = self.qkv(x)
+        else:
+            q_part = F.linear(x, self.qkv.weight[:dim], self.qkv.bias[:dim])
+            kv_part = F.linear(source, self.qkv.weight[dim:], self.qkv.bias[dim:])
+            qkv = torch.cat([q_part, kv_part], dim=-1)  # (B, L, 3D)
+        q, k, v = qkv.view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, d)
         dropout = self.dropout if self.training else 0.0
         if self.kind == "full":

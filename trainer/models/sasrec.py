@@ -10,6 +10,12 @@ predicts the next item at every position (all prefixes in one pass). Losses:
 - ``ce``: full-softmax cross-entropy over the catalogue (SASRec+ in Klenitskiy and Vasilev,
   RecSys 2023; converges in far fewer epochs);
 - ``sampled``: softmax over the target and ``negatives`` uniform negatives shared by the batch.
+
+Block layouts (``layout``): ``post_ln`` (default), the BERT-style blocks of the S3-Rec code shared
+with BERT4Rec (:mod:`trainer.models.sequence_encoder`); ``paper``, the blocks of the paper's own
+code (github.com/kang205/SASRec, ``model.py`` and ``modules.py``): item embeddings scaled by
+sqrt(dim), queries from a LayerNorm of the sequence attending over the unnormalised sequence, a
+ReLU feed-forward of width dim, a final LayerNorm and Glorot initialisation.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.data.interactions import InteractionData
+from trainer.models.attention import SelfAttention
 from trainer.models.base import register
 from trainer.models.sequence_encoder import QueryContext
 from trainer.models.sequences import training_windows
 from trainer.models.sequential import SequenceConfig, SequenceRecommender, build_encoder
 
 LOSSES = ("bce", "ce", "sampled")
+LAYOUTS = ("post_ln", "paper")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,90 @@ class SASRecConfig(SequenceConfig):
     attention_dropout: float = 0.2
     loss: str = "ce"
     negatives: int = 256  # for loss = "sampled"
+    layout: str = "post_ln"  # or "paper": the block layout of the SASRec paper's code
+
+
+class PaperBlock(nn.Module):
+    """One block of the paper's code: y = Q + Attn(Q, x), Q = LN(x); out = y' + FFN(y'),
+    y' = LN(y); padding rows zeroed by the caller."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.attention = SelfAttention(dim, heads, attention_dropout)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        queries = self.attention_norm(x)  # (B, L, D)
+        x = queries + self.attention(queries, valid, True, source=x)
+        x = self.ffn_norm(x)
+        return x + self.ffn(x)
+
+
+class PaperEncoder(nn.Module):
+    """(B, L) item tokens [+ context codes] -> (B, L, dim), the paper code's layout.
+
+    Positions count back from the newest token as in :class:`SequenceEncoder` (the paper's code
+    left-pads to max_len, so its newest token always has the last position: the same thing).
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        dim: int,
+        max_len: int,
+        blocks: int,
+        heads: int,
+        dropout: float,
+        attention_dropout: float,
+        feature_sizes: dict[str, int],
+    ):
+        super().__init__()
+        self.dim = dim
+        self.item = nn.Embedding(num_tokens, dim, padding_idx=0)
+        self.position = nn.Embedding(max_len, dim)
+        self.features = nn.ModuleDict(
+            {name: nn.Embedding(size, dim, padding_idx=0) for name, size in feature_sizes.items()}
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            PaperBlock(dim, heads, dropout, attention_dropout) for _ in range(blocks)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-8)
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.xavier_uniform_(module.weight)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    def forward(
+        self,
+        items: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        length = items.shape[1]
+        valid = items > 0  # (B, L)
+        distance = (length - 1) - torch.arange(length, device=items.device)  # (L,)
+        x = self.item(items) * self.dim**0.5 + self.position(distance)[None]  # (B, L, D)
+        for name, table in self.features.items():
+            x = x + table((features or {})[name])
+        if extra is not None:
+            x = x + extra
+        keep = valid[..., None].to(x.dtype)
+        x = self.dropout(x) * keep
+        for block in self.blocks:
+            x = block(x, valid) * keep
+        return self.norm(x) * keep
 
 
 class SASRecNetwork(nn.Module):
@@ -47,7 +139,19 @@ class SASRecNetwork(nn.Module):
     ):
         super().__init__()
         self.num_items = num_items
-        self.encoder = build_encoder(config, num_items + 1, True, feature_sizes)
+        if config.layout == "paper":
+            self.encoder: nn.Module = PaperEncoder(
+                num_items + 1,
+                config.dim,
+                config.max_len,
+                config.blocks,
+                config.heads,
+                config.dropout,
+                config.attention_dropout,
+                feature_sizes,
+            )
+        else:
+            self.encoder = build_encoder(config, num_items + 1, True, feature_sizes)
         self.query = QueryContext(query_sizes or {}, config.dim)
 
     def forward(
@@ -88,6 +192,10 @@ class SASRec(SequenceRecommender):
     def __init__(self, config: SASRecConfig, num_users: int, num_items: int):
         if config.loss not in LOSSES:
             raise ValueError(f"loss {config.loss!r} unknown ({', '.join(LOSSES)})")
+        if config.layout not in LAYOUTS:
+            raise ValueError(f"layout {config.layout!r} unknown ({', '.join(LAYOUTS)})")
+        if config.layout == "paper" and config.attention != "full":
+            raise ValueError("layout 'paper' supports attention 'full' only")
         super().__init__(config, num_users, num_items)
 
     def build_network(self) -> nn.Module:
@@ -114,19 +222,21 @@ class SASRec(SequenceRecommender):
         if self.config.loss == "ce":
             logits = h @ table[1 : self.num_items + 1].T  # (P, N)
             return F.cross_entropy(logits, target - 1)
+        # Positives and negatives are read from the table in one lookup: every lookup costs a
+        # dense (N + 1, D) gradient to fill and add in backward, the largest cost of a CPU step.
         if self.config.loss == "bce":
             negative = self._uniform(target.shape).to(h.device)
             # Redraw the rare negative that equals the positive.
             clash = negative == target
             negative[clash] = negative[clash] % self.num_items + 1
-            pos = (h * table[target]).sum(-1)
-            neg = (h * table[negative]).sum(-1)
+            pos, neg = (h[None] * table[torch.stack([target, negative])]).sum(-1)  # (2, P)
             return F.binary_cross_entropy_with_logits(
                 pos, torch.ones_like(pos)
             ) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
         negative = self._uniform((self.config.negatives,)).to(h.device)  # (K,) shared by the batch
-        pos = (h * table[target]).sum(-1, keepdim=True)  # (P, 1)
-        neg = h @ table[negative].T  # (P, K)
+        rows = table[torch.cat([target, negative])]  # (P + K, D)
+        pos = (h * rows[: len(h)]).sum(-1, keepdim=True)  # (P, 1)
+        neg = h @ rows[len(h) :].T  # (P, K)
         neg = neg.masked_fill(negative[None, :] == target[:, None], -torch.inf)
         logits = torch.cat([pos, neg], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long, device=h.device))
