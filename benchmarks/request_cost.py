@@ -49,6 +49,7 @@ from vespa_app.client.vespa import VespaClient, _Reply
 from vespa_app.engine.reply import Reply
 
 NAME = "request_cost"
+SERIALIZE = orjson.OPT_SERIALIZE_NUMPY  # request bodies hold numpy vectors
 
 
 def call_kind(method: str, path: str, body: Any) -> str:
@@ -90,9 +91,6 @@ class InProcessVespa(VespaClient):
         spent = time.process_time() - started
         self.calls.append((call_kind(method, path, body), method, path, body, spent))
         return _Reply(status, payload)
-
-
-SERIALIZE = orjson.OPT_SERIALIZE_NUMPY
 
 
 def in_process(built: load.Built, users: list[str]) -> tuple[dict[str, Any], list[tuple]]:

@@ -413,7 +413,8 @@ class SearchEngine:
             [(hit.schema, lid) for hit, lid in zip(merged, local_ids, strict=True)]
         )
         children = []
-        # per schema, once: (result, cluster, plan, id prefix, cache entries)
+        # per schema, once: result, cluster, summary plan, id prefix, whether the hit id is the
+        # document id, and the plan's cached renderings
         per_schema = {}
         for name, (wanted, docid, sdname) in plans.items():
             plain_id = docid and query.fields is None
