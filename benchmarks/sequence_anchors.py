@@ -18,6 +18,8 @@ benchmarks/results/sequence_anchors_<tag>.json.
         --set layout=paper --set loss=bce --set dim=50 --set heads=1 --set dropout=0.5 \\
         --set attention_dropout=0.5 --set batch_size=128 --set valid_negatives=100 \\
         --set valid_users=0 --set eval_every=2 --set patience=15 --tag video_cpu_bce_paper
+    # ... plus the paper code's attention, user sampler and negatives (docs/sequence-models.md):
+    #     --set attention_output=false --set batching=users --set negative_exclusion=history
     nice -n 15 python -m benchmarks.sequence_anchors --model bert4rec \\
         --dataset ../shared/data/beauty_bert4rec --sampled --sampling popularity \\
         --tag bert4rec_beauty

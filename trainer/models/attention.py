@@ -34,10 +34,20 @@ def full_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over a left-padded sequence; ``valid`` marks real tokens."""
+    """Multi-head self-attention over a left-padded sequence; ``valid`` marks real tokens.
+
+    ``output_projection=False`` returns the heads' concatenated outputs without the final dense
+    layer, as the SASRec paper's code does (its attention has Q, K and V dense layers only).
+    """
 
     def __init__(
-        self, dim: int, heads: int, dropout: float, kind: str = "full", block_size: int = 64
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        kind: str = "full",
+        block_size: int = 64,
+        output_projection: bool = True,
     ):
         super().__init__()
         if dim % heads:
@@ -49,7 +59,7 @@ class SelfAttention(nn.Module):
         self.block_size = block_size
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.out: nn.Module = nn.Linear(dim, dim) if output_projection else nn.Identity()
 
     def forward(
         self,

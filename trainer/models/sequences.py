@@ -162,13 +162,25 @@ def training_windows(
 ) -> tuple[Tokens, Tokens]:
     """Training inputs and, aligned with them, the next event to predict, from ``data.train``.
 
-    Returns ``(tokens, following)``, both (W, max_len): ``tokens`` are windows of consecutive
-    training events, left-padded; ``following.items`` holds at each position the item token the
-    model must predict next (0 where there is none: padding, a user's last event, or a next event
-    that is not positive feedback) and the other fields that next event's context codes (the
-    request context a live system knows when it predicts it). Each user's sequence of n events
-    yields ceil((n - 1) / max_len) windows, the last one ending at the user's second-to-last
-    event, so every event after the first is a target exactly once.
+    See :func:`training_windows_with_users`, which also says whose window each row is.
+    """
+    tokens, following, _ = training_windows_with_users(data, max_len, events)
+    return tokens, following
+
+
+def training_windows_with_users(
+    data: InteractionData, max_len: int, events: tuple[str, ...] | None = None
+) -> tuple[Tokens, Tokens, np.ndarray]:
+    """Training inputs, the next event to predict, and each window's ``user_idx`` (W,).
+
+    Returns ``(tokens, following, users)``, the first two (W, max_len): ``tokens`` are windows
+    of consecutive training events, left-padded; ``following.items`` holds at each position the
+    item token the model must predict next (0 where there is none: padding, a user's last event,
+    or a next event that is not positive feedback) and the other fields that next event's context
+    codes (the request context a live system knows when it predicts it). Each user's sequence of
+    n events yields ceil((n - 1) / max_len) windows, the last one ending at the user's
+    second-to-last event, so every event after the first is a target exactly once. Windows are
+    grouped by user, each user's newest window first; ``users`` (W,) says whose each window is.
     """
     frame = _grouped(select_events(data, data.train, events))
     columns = _event_columns(frame)
@@ -189,8 +201,24 @@ def training_windows(
     rows, cols, shape = _window_positions(user[inputs], data.num_users, max_len)
     tokens = _scatter({k: v[inputs] for k, v in columns.items()}, rows, cols, shape)
     nexts = _scatter({k: v[inputs] for k, v in following.items()}, rows, cols, shape)
+    window_user = np.zeros(shape[0], dtype=np.int64)
+    window_user[rows] = user[inputs]
     keep = np.flatnonzero((nexts.items > 0).any(axis=1))
-    return tokens.take(keep), nexts.take(keep)
+    return tokens.take(keep), nexts.take(keep), window_user[keep]
+
+
+def user_item_keys(
+    data: InteractionData, num_items: int, events: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """Sorted unique ``user_idx * (num_items + 1) + item token`` of every training event.
+
+    A membership table of (user, item) pairs: ``np.searchsorted`` on it tells, without a Python
+    loop, whether a drawn item is one of the user's training items.
+    """
+    frame = select_events(data, data.train, events)
+    users = frame["user_idx"].to_numpy(dtype=np.int64)
+    tokens = frame["item_idx"].to_numpy(dtype=np.int64) + 1
+    return np.unique(users * (num_items + 1) + tokens)
 
 
 def request_context(

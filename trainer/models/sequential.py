@@ -93,6 +93,21 @@ def build_encoder(
     )
 
 
+def length_groups(batch: dict[str, torch.Tensor], rows: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut into groups of ``rows`` examples of similar length, each trimmed to its
+    longest sequence. Exact for encoders whose output ignores left padding (positions counted
+    from the newest token); (B,) tensors are split alongside."""
+    lengths = (batch["items"] > 0).sum(1)  # (B,)
+    order = torch.argsort(lengths, stable=True)
+    groups = []
+    for chunk in order.split(rows):
+        width = max(int(lengths[chunk].max()), 1)
+        groups.append(
+            {name: t[chunk, -width:] if t.dim() > 1 else t[chunk] for name, t in batch.items()}
+        )
+    return groups
+
+
 class SequenceRecommender(Recommender):
     """Common fit / score / persistence for models that read a user's recent event sequence."""
 
@@ -118,7 +133,10 @@ class SequenceRecommender(Recommender):
 
     @abstractmethod
     def training_examples(self, data: InteractionData) -> dict[str, torch.Tensor]:
-        """Tensors with a common first dimension (examples) that :meth:`loss` reads in batches."""
+        """Tensors with a common first dimension (examples) that :meth:`loss` reads in batches.
+
+        (W, L) token tensors are trimmed to each batch's longest sequence; (W,) tensors (per-example
+        ids such as the user) are passed whole."""
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
@@ -195,8 +213,8 @@ class SequenceRecommender(Recommender):
         for epoch in range(1, cfg.epochs + 1):
             began = time.perf_counter()
             self.network.train()
-            total = 0.0
-            batches = self._length_bucketed_batches(lengths)
+            total, drawn = 0.0, 0
+            batches = self.epoch_batches(lengths)
             for rows in tqdm(
                 batches, desc=f"epoch {epoch}", disable=None if progress else True, leave=False
             ):
@@ -204,12 +222,21 @@ class SequenceRecommender(Recommender):
                 # all-padding columns exact, and short batches cheap.
                 width = int(lengths[rows].max())
                 rows = rows.to(device)
-                loss = self.loss({name: t[rows, -width:] for name, t in examples.items()})
+                batch = {
+                    name: t[rows, -width:] if t.dim() > 1 else t[rows]  # (B,) per-example ids
+                    for name, t in examples.items()
+                }
+                loss = self.loss(batch)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(rows)
-            line = {"epoch": epoch, "loss": total / count, "seconds": time.perf_counter() - began}
+                drawn += len(rows)
+            line = {
+                "epoch": epoch,
+                "loss": total / max(drawn, 1),
+                "seconds": time.perf_counter() - began,
+            }
             if len(valid_users) and epoch % cfg.eval_every == 0:
                 metrics = self._validate(data, valid_users, negatives)
                 line.update(metrics)
@@ -235,6 +262,10 @@ class SequenceRecommender(Recommender):
             history=history,
             best_epoch=best_epoch,
         )
+
+    def epoch_batches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """One epoch's batches as example rows; ``lengths`` (W,) counts each example's tokens."""
+        return self._length_bucketed_batches(lengths)
 
     def _length_bucketed_batches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Shuffled batches of examples of similar length (sorted within chunks of 50 batches)."""

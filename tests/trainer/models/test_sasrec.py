@@ -17,7 +17,8 @@ from trainer.models.attention import SelfAttention
 from trainer.models.baselines.mostpop import MostPop, MostPopConfig
 from trainer.models.export import export_user_encoder
 from trainer.models.sasrec import SASRec, SASRecConfig
-from trainer.models.sequences import feature_vocab_sizes, request_context
+from trainer.models.sequences import feature_vocab_sizes, request_context, user_item_keys
+from trainer.models.sequential import length_groups
 
 FEATURES = ("event", "gap", "hour", "device", "location")
 
@@ -57,12 +58,24 @@ def test_hidden_states_have_sequence_shape():
     assert model.item_embeddings().shape == (30, 16)
 
 
-@pytest.mark.parametrize(
-    ("attention", "layout"), [("full", "post_ln"), ("local", "post_ln"), ("full", "paper")]
-)
-def test_future_tokens_do_not_change_earlier_outputs(attention, layout):
+LAYOUTS = [
+    ("full", "post_ln", True),
+    ("local", "post_ln", True),
+    ("full", "paper", True),
+    ("full", "paper", False),
+]
+
+
+@pytest.mark.parametrize(("attention", "layout", "attention_output"), LAYOUTS)
+def test_future_tokens_do_not_change_earlier_outputs(attention, layout, attention_output):
     config = SASRecConfig(
-        max_len=40, dim=16, attention=attention, block_size=4, features=FEATURES, layout=layout
+        max_len=40,
+        dim=16,
+        attention=attention,
+        block_size=4,
+        features=FEATURES,
+        layout=layout,
+        attention_output=attention_output,
     )
     model = SASRec(config, 10, 50)
     model.network.eval()
@@ -76,12 +89,16 @@ def test_future_tokens_do_not_change_earlier_outputs(attention, layout):
     assert not torch.allclose(before[:, 25:], after[:, 25:])
 
 
-@pytest.mark.parametrize(
-    ("attention", "layout"), [("full", "post_ln"), ("local", "post_ln"), ("full", "paper")]
-)
-def test_left_padding_does_not_change_the_user_vector(attention, layout):
+@pytest.mark.parametrize(("attention", "layout", "attention_output"), LAYOUTS)
+def test_left_padding_does_not_change_the_user_vector(attention, layout, attention_output):
     config = SASRecConfig(
-        max_len=30, dim=16, attention=attention, block_size=4, features=FEATURES, layout=layout
+        max_len=30,
+        dim=16,
+        attention=attention,
+        block_size=4,
+        features=FEATURES,
+        layout=layout,
+        attention_output=attention_output,
     )
     model = SASRec(config, 10, 50)
     model.network.eval()
@@ -176,6 +193,12 @@ def test_bad_configs_are_rejected():
         SASRec(SASRecConfig(layout="pre_ln"), 2, 3)
     with pytest.raises(ValueError, match="layout 'paper' supports attention 'full' only"):
         SASRec(SASRecConfig(layout="paper", attention="local"), 2, 3)
+    with pytest.raises(ValueError, match="attention_output=false needs layout 'paper'"):
+        SASRec(SASRecConfig(attention_output=False), 2, 3)
+    with pytest.raises(ValueError, match="batching 'random' unknown"):
+        SASRec(SASRecConfig(batching="random"), 2, 3)
+    with pytest.raises(ValueError, match="negative_exclusion 'seen' unknown"):
+        SASRec(SASRecConfig(negative_exclusion="seen"), 2, 3)
 
 
 def test_fit_rejects_data_of_another_size(data):
@@ -307,3 +330,166 @@ def test_paper_layout_exports_with_parity(tmp_path):
     )
     model = SASRec(config, 5, 40)
     check_parity(model, export_user_encoder(model, tmp_path / "user_encoder.onnx", 2, 12))
+
+
+def test_paper_attention_has_no_output_layer_and_square_glorot_projections():
+    config = SASRecConfig(max_len=10, dim=32, layout="paper", attention_output=False)
+    state = SASRec(config, 5, 40).network.state_dict()
+    assert not any(".attention.out." in key for key in state)
+    with_out = SASRec(SASRecConfig(max_len=10, dim=32, layout="paper"), 5, 40)
+    assert any(".attention.out." in key for key in with_out.network.state_dict())
+    # Each of Q, K, V is Glorot-uniform for a (32, 32) matrix: bound sqrt(6 / 64).
+    bound = (6 / 64) ** 0.5
+    for part in state["encoder.blocks.0.attention.qkv.weight"].split(32):
+        assert part.abs().max() <= bound
+        assert part.abs().max() > 0.9 * bound  # not the fused matrix's smaller bound
+
+
+def test_paper_attention_without_output_layer_exports_with_parity(tmp_path):
+    config = SASRecConfig(
+        max_len=20,
+        dim=16,
+        layout="paper",
+        attention_output=False,
+        features=FEATURES,
+        query_features=("hour",),
+    )
+    model = SASRec(config, 5, 40)
+    check_parity(model, export_user_encoder(model, tmp_path / "user_encoder.onnx", 2, 12))
+
+
+def test_user_batching_draws_users_with_replacement_from_newest_windows():
+    data = split_dataset(cycle_marketplace(num_users=30, min_len=5, max_len=30, seed=3))
+    config = SASRecConfig(max_len=4, dim=8, batch_size=8, batching="users")
+    model = SASRec(config, data.num_users, data.num_items)
+    examples = model.training_examples(data)
+    users = examples["user"].numpy()
+    # One window per user: the newest, whose last position predicts the last training event.
+    assert len(np.unique(users)) == len(users) == data.train["user_idx"].nunique()
+    last = data.train.groupby("user_idx")["item_idx"].last()
+    np.testing.assert_array_equal(examples["targets"][:, -1].numpy(), last.loc[users] + 1)
+    lengths = (examples["items"] > 0).sum(1)
+    batches = model.epoch_batches(lengths)
+    assert len(batches) == len(users) // 8
+    rows = torch.cat(batches)
+    assert all(len(b) == 8 for b in batches) and rows.min() >= 0 and rows.max() < len(users)
+    # Drawn with replacement, unlike the length-bucketed permutation of the default.
+    draws = torch.cat([torch.cat(model.epoch_batches(lengths)) for _ in range(20)])
+    assert len(torch.unique(draws)) < len(draws)
+    plain = SASRec(SASRecConfig(max_len=4, dim=8, batch_size=8), data.num_users, data.num_items)
+    everything = plain.training_examples(data)
+    assert len(everything["items"]) > len(users)
+    once = torch.cat(plain.epoch_batches((everything["items"] > 0).sum(1)))
+    assert sorted(once.tolist()) == list(range(len(everything["items"])))
+
+
+def test_history_negatives_never_hit_a_training_item_of_their_user(data):
+    # 24 items and 6 to 14 per user: about a third of uniform draws would hit the user's items.
+    config = SASRecConfig(max_len=12, dim=8, loss="bce", negative_exclusion="history")
+    model = SASRec(config, data.num_users, data.num_items)
+    model.training_examples(data)
+    owned = np.zeros((data.num_users, data.num_items + 1), dtype=bool)
+    owned[data.train["user_idx"].to_numpy(), data.train["item_idx"].to_numpy() + 1] = True
+    user = torch.arange(data.num_users).repeat_interleave(40)  # (P,)
+    drawn = model._uniform(user.shape)
+    assert owned[user.numpy(), drawn.numpy()].mean() > 0.2  # the check below is not vacuous
+    negative = model.avoid_user_items(user, drawn)
+    assert negative.shape == user.shape
+    assert negative.min() >= 1 and negative.max() <= data.num_items
+    assert not owned[user.numpy(), negative.numpy()].any()
+    # Drawn items that were fine stay as they were.
+    fine = ~torch.as_tensor(owned[user.numpy(), drawn.numpy()])
+    torch.testing.assert_close(negative[fine], drawn[fine])
+    keys = user_item_keys(data, data.num_items)
+    assert len(keys) == len(np.unique(np.flatnonzero(owned)))
+
+
+def test_bce_loss_with_history_negatives_uses_them(data):
+    config = SASRecConfig(max_len=12, dim=16, loss="bce", negative_exclusion="history")
+    model = SASRec(config, 150, 24)
+    batch = {k: v[:16] for k, v in model.training_examples(data).items()}
+    model.network.eval()
+    state = model.generator.get_state()
+    got = model.loss(batch)
+    model.generator.set_state(state)
+    hidden = model.network(batch["items"], {})
+    where = batch["targets"] > 0
+    h, target = hidden[where], batch["targets"][where]
+    user = batch["user"][:, None].expand_as(batch["targets"])[where]
+    negative = model.avoid_user_items(user, model._uniform(target.shape))
+    table = model.network.encoder.item.weight
+    pos, neg = (h * table[target]).sum(-1), (h * table[negative]).sum(-1)
+    torch.testing.assert_close(got, -F.logsigmoid(pos).mean() - F.logsigmoid(-neg).mean())
+
+
+def test_paper_code_options_train_together(data):
+    small = split_dataset(cycle_marketplace(num_users=40, num_items=24, seed=1))
+    config = SASRecConfig(
+        max_len=12,
+        dim=16,
+        epochs=4,
+        batch_size=16,
+        lr=3e-3,
+        loss="bce",
+        layout="paper",
+        attention_output=False,
+        batching="users",
+        negative_exclusion="history",
+        patience=0,
+        eval_every=2,
+    )
+    model = SASRec(config, small.num_users, small.num_items)
+    report = model.fit(small, progress=False)
+    losses = [line["loss"] for line in report.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert report.best_epoch is not None
+
+
+def test_length_groups_of_random_users_give_the_same_loss(data):
+    # Short and long histories mixed, as in a batch of users drawn at random.
+    # (80 items: nobody owns the whole catalogue, so no negative falls back to the target rule.)
+    data = split_dataset(
+        cycle_marketplace(num_users=60, num_items=80, min_len=3, max_len=30, seed=4)
+    )
+    config = SASRecConfig(
+        max_len=20, dim=16, loss="bce", batching="users", negative_exclusion="history"
+    )
+    model = SASRec(config, data.num_users, data.num_items)
+    examples = model.training_examples(data)
+    rows = torch.randperm(len(examples["items"]), generator=torch.Generator().manual_seed(0))
+    batch = {k: v[rows[:40]] for k, v in examples.items()}
+    lengths = (batch["items"] > 0).sum(1)
+    assert lengths.min() < 5 and lengths.max() == 20
+    groups = length_groups(batch, 16)
+    assert [len(g["items"]) for g in groups] == [16, 16, 8]
+    assert [g["items"].shape[1] for g in groups][-1] == 20 > groups[0]["items"].shape[1]
+    model.network.eval()  # no dropout: the generator alone draws the negatives
+    state = model.generator.get_state()
+    grouped = model.loss(batch)
+    model.generator.set_state(state)
+    hidden = model.network(batch["items"], {})
+    where = batch["targets"] > 0
+    h, target = hidden[where], batch["targets"][where]
+    user = batch["user"][:, None].expand_as(batch["targets"])[where]
+    # Groups list positions shortest sequence first: draw the negatives in that order.
+    order = torch.argsort(lengths, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    by_group = torch.argsort(rank[:, None].expand_as(batch["targets"])[where], stable=True)
+    negative = torch.empty_like(target)
+    negative[by_group] = model.avoid_user_items(user[by_group], model._uniform(target.shape))
+    table = model.network.encoder.item.weight
+    pos, neg = (h * table[target]).sum(-1), (h * table[negative]).sum(-1)
+    want = -F.logsigmoid(pos).mean() - F.logsigmoid(-neg).mean()
+    torch.testing.assert_close(grouped, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_user_owning_the_whole_catalogue_does_not_stall_the_sampler():
+    data = split_dataset(cycle_marketplace(num_users=10, num_items=6, min_len=14, seed=5))
+    config = SASRecConfig(max_len=20, dim=8, loss="bce", negative_exclusion="history")
+    model = SASRec(config, data.num_users, data.num_items)
+    batch = model.training_examples(data)
+    assert data.train.groupby("user_idx")["item_idx"].nunique().eq(6).all()
+    negative = model.avoid_user_items(batch["user"], model._uniform(batch["user"].shape))
+    assert negative.min() >= 1 and negative.max() <= 6  # gave up after the redraw rounds
+    assert torch.isfinite(model.loss(batch))

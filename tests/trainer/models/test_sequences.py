@@ -21,6 +21,8 @@ from trainer.models.sequences import (
     request_context,
     training_sequences,
     training_windows,
+    training_windows_with_users,
+    user_item_keys,
     user_sequences,
 )
 
@@ -115,6 +117,32 @@ def test_long_histories_are_cut_so_every_target_appears_once():
     )
     assert ((tokens.items > 0) | (targets == 0)).all()
     assert len(tokens) == int(np.ceil((counts - 1) / 4).sum())
+
+
+def test_windows_know_their_user_newest_window_first():
+    data = split_dataset(cycle_marketplace(num_users=30, min_len=5, max_len=30, seed=3))
+    tokens, following, users = training_windows_with_users(data, max_len=4)
+    plain_tokens, _ = training_windows(data, max_len=4)
+    np.testing.assert_array_equal(tokens.items, plain_tokens.items)
+    assert users.shape == (len(tokens),)
+    assert (np.diff(users) >= 0).all()  # grouped by user
+    train = data.train.sort_values("user_idx", kind="stable")
+    for user, events in train.groupby("user_idx"):
+        mine = np.flatnonzero(users == user)
+        items = events["item_idx"].to_numpy() + 1
+        # Every token of the user's windows is one of the user's training items ...
+        assert np.isin(tokens.items[mine][tokens.items[mine] > 0], items).all()
+        # ... and the first window ends at the second-to-last event, predicting the last.
+        assert tokens.items[mine[0], -1] == items[-2]
+        assert following.items[mine[0], -1] == items[-1]
+
+
+def test_user_item_keys_mark_exactly_the_training_pairs(hand):
+    keys = user_item_keys(hand, num_items=5, events=ALL_EVENTS)
+    assert (np.diff(keys) > 0).all()
+    # Training events (u2 and u3 have too few positives to be evaluated, so all theirs train):
+    # u1 (row 0) p0 twice and p1; u2 (row 1) p0 and p4; u3 (row 2) p1. Item tokens are row + 1.
+    assert keys.tolist() == [0 * 6 + 1, 0 * 6 + 2, 1 * 6 + 1, 1 * 6 + 5, 2 * 6 + 2]
 
 
 def test_training_sequences_cover_every_training_event_once():
