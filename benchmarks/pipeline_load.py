@@ -16,7 +16,19 @@ Then the webapp (Werkzeug threaded by default, ``--server hypercorn`` for hyperc
 throughput, errors, the API's per-stage ``latency_ms`` and Vespa's querytime, and the machine's
 load average (the machine is shared, so a high load explains outliers).
 
-    nice -n 5 python -m benchmarks.pipeline_load [--clients 4] [--duration 60] [--rebuild]
+Two load models. Closed loop (default): each client sends its next request as soon as the last
+one is answered, so the system is always saturated and the run measures its capacity (latency
+is then about clients / throughput). Open loop (``--rate R``): requests arrive at R per second
+in all (Poisson arrivals, shared by the clients), and each latency is counted from the request's
+scheduled arrival, so a request that waits for a busy client connection is charged that wait
+(no coordinated omission): the latency a service-level target is stated at.
+
+``--vespa-url URL`` runs the webapp against another engine, e.g. a real Vespa with the build's
+package (``artifacts/pipeline_load/package``) deployed; ``--feed`` feeds it the build first.
+Its CPU is then not measured (it is not a local process).
+
+    nice -n 5 python -m benchmarks.pipeline_load [--clients 4] [--duration 60] [--rate R] \
+        [--vespa-url URL [--feed]] [--rebuild]
 """
 
 from __future__ import annotations
@@ -191,19 +203,26 @@ def start_engine(built: Built, port: int, search_threads: int | None = None) -> 
 
 
 def feed_once(built: Built, url: str) -> None:
+    """Feed the build into the embedded engine's data folder once (recorded in build.json)."""
     if built.info.get("fed"):
         return
+    built.info["timings"]["feed_s"] = feed_build(built, url)
+    built.info["fed"] = True
+    (built.folder / "build.json").write_text(json.dumps(built.info, indent=2))
+
+
+def feed_build(built: Built, url: str) -> float:
+    """Feed the build's export (products, users, sellers) to the engine at ``url``; seconds."""
     from model_export.feed import feed
     from trainer.data.loaders import load_dataset
 
     t0 = time.perf_counter()
     report = feed(built.export, load_dataset(built.dataset), url, progress=False)
     if report.failures:
-        raise RuntimeError(f"feed failures: {report.failures[:3]}")
-    built.info["fed"] = True
-    built.info["timings"]["feed_s"] = round(time.perf_counter() - t0, 1)
-    (built.folder / "build.json").write_text(json.dumps(built.info, indent=2))
-    _log(f"fed in {built.info['timings']['feed_s']:.0f}s")
+        raise RuntimeError(f"feed failures at {url}: {report.failures[:3]}")
+    seconds = round(time.perf_counter() - t0, 1)
+    _log(f"fed {url} in {seconds:.0f}s")
+    return seconds
 
 
 def start_webapp(
@@ -257,11 +276,21 @@ class Sample:
 
 
 def _client(
-    base: str, users: list[str], stop_at: float, seed: int, out: list[Sample], k: int
+    base: str,
+    users: list[str],
+    stop_at: float,
+    seed: int,
+    out: list[Sample],
+    k: int,
+    interval: float | None = None,
 ) -> None:
-    """One client: a keep-alive connection, one request at a time. http.client and orjson,
-    not httpx: the clients share the 2 cores with the servers, so their own CPU per request
-    (~0.5 ms here against ~1.7 ms with httpx) is taken from the system under test."""
+    """One client: a keep-alive connection, one request at a time. Closed loop when
+    ``interval`` is None (the next request right after the last answer); else open loop:
+    arrivals with exponential gaps of mean ``interval`` seconds, each latency counted from its
+    scheduled arrival (a request that waits for this connection is charged the wait).
+    http.client and orjson, not httpx: the clients share the 2 cores with the servers, so their
+    own CPU per request (~0.5 ms here against ~1.7 ms with httpx) is taken from the system under
+    test."""
     import http.client
     from urllib.parse import urlencode, urlsplit
 
@@ -270,13 +299,22 @@ def _client(
     rng = random.Random(seed)
     address = urlsplit(base)
     conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10.0)
+    arrival = time.monotonic()
     try:
-        while time.monotonic() < stop_at:
+        while True:
+            if interval is None:
+                arrival = time.monotonic()
+            else:
+                arrival += rng.expovariate(1.0 / interval)
+            if arrival >= stop_at:
+                break
             params = {
                 "user_id": rng.choice(users), "k": k, "hour": rng.choice(HOURS),
                 "device": rng.choice(DEVICES),
             }  # fmt: skip
-            t0 = time.monotonic()
+            if (wait := arrival - time.monotonic()) > 0:
+                time.sleep(wait)
+            t0 = arrival
             try:
                 conn.request("GET", "/api/recommendations?" + urlencode(params))
                 response = conn.getresponse()
@@ -308,16 +346,26 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_load(
-    base: str, users: list[str], clients: int, warmup: float, duration: float, k: int
+    base: str,
+    users: list[str],
+    clients: int,
+    warmup: float,
+    duration: float,
+    k: int,
+    rate: float | None = None,
 ) -> tuple[list[Sample], float, list[tuple[float, float, float]], int]:
-    """Samples started inside the measured window, its length, load averages over it, and how
-    many requests were sent in all (warm-up included)."""
+    """Samples started (open loop: scheduled) inside the measured window, its length, load
+    averages over it, and how many requests were sent in all (warm-up included). ``rate``:
+    requests per second offered by all clients together (open loop); None: closed loop."""
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be positive, got {rate!r}")
+    interval = None if rate is None else clients / rate
     samples: list[list[Sample]] = [[] for _ in range(clients)]
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + duration
     threads = [
-        threading.Thread(target=_client, args=(base, users, stop_at, i, samples[i], k))
+        threading.Thread(target=_client, args=(base, users, stop_at, i, samples[i], k, interval))
         for i in range(clients)
     ]
     for t in threads:
@@ -427,35 +475,75 @@ def main(argv: list[str] | None = None) -> int:
         default=500,
         help="stage 2: candidates the ranker scores and returns (500, the issue's size)",
     )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: requests per second offered by all clients together (Poisson "
+        "arrivals, latency from each scheduled arrival); default: closed loop",
+    )
+    p.add_argument(
+        "--vespa-url",
+        default=None,
+        help="serve from this engine (e.g. a real Vespa with the build's package deployed) "
+        "instead of starting the embedded one",
+    )
+    p.add_argument(
+        "--feed", action="store_true", help="with --vespa-url: feed the build to it first"
+    )
     p.add_argument("--rebuild", action="store_true", help="regenerate, retrain and refeed")
     p.add_argument("--build-only", action="store_true", help="build and feed, no load")
     p.add_argument("--folder", type=Path, default=None, help="artifacts/pipeline_load")
     p.add_argument("--out", default=NAME, help="results name (pipeline_load)")
     args = p.parse_args(argv)
+    if args.rate is not None and not args.rate > 0:
+        p.error(f"--rate must be positive, got {args.rate}")
+    if args.feed and not args.vespa_url:
+        p.error("--feed needs --vespa-url (the embedded engine is fed once by the build)")
     from trainer.paths import artifacts_dir
 
     folder = args.folder or artifacts_dir() / NAME
     built = build(folder, args.products, args.users, args.rebuild)
     engine = webapp = None
+    start_s = None
     try:
-        vport, wport = free_port(), free_port()
-        t0 = time.perf_counter()
-        engine = start_engine(built, vport, args.search_threads)
-        start_s = time.perf_counter() - t0
-        _log(f"engine up in {start_s:.0f}s")
-        vespa_url = f"http://127.0.0.1:{vport}"
-        feed_once(built, vespa_url)
+        wport = free_port()
+        if args.vespa_url:
+            vespa_url = args.vespa_url.rstrip("/")
+            _log(f"engine: {vespa_url} (the build's package: {built.package})")
+            if args.feed:
+                feed_build(built, vespa_url)
+        else:
+            vport = free_port()
+            t0 = time.perf_counter()
+            engine = start_engine(built, vport, args.search_threads)
+            start_s = round(time.perf_counter() - t0, 1)
+            _log(f"engine up in {start_s:.0f}s")
+            vespa_url = f"http://127.0.0.1:{vport}"
+            feed_once(built, vespa_url)
         if args.build_only:
             return 0
         webapp = start_webapp(
             built, vespa_url, wport, args.server, args.target_hits, args.rank_hits
         )
         users = known_users(built, 2000)
-        _log(f"load: {args.clients} clients, {args.warmup:.0f}s warm-up, {args.duration:.0f}s")
-        processes = {"engine": engine.pid, "webapp": webapp.pid, "clients": os.getpid()}
+        load_model = "closed loop" if args.rate is None else f"open loop at {args.rate:g} req/s"
+        _log(
+            f"load: {args.clients} clients, {load_model}, {args.warmup:.0f}s warm-up, "
+            f"{args.duration:.0f}s"
+        )
+        processes = {"webapp": webapp.pid, "clients": os.getpid()}
+        if engine is not None:
+            processes = {"engine": engine.pid, **processes}
         cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         samples, duration, loads, sent = run_load(
-            f"http://127.0.0.1:{wport}", users, args.clients, args.warmup, args.duration, args.k
+            f"http://127.0.0.1:{wport}",
+            users,
+            args.clients,
+            args.warmup,
+            args.duration,
+            args.k,
+            args.rate,
         )
         cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
     finally:
@@ -481,7 +569,10 @@ def main(argv: list[str] | None = None) -> int:
                 "products": built.info["products"], "users": built.info["users"],
                 "events": built.info["events"], "embedding_dim": DIM,
                 "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
-                "k": args.k, "server": args.server, "engine_start_s": round(start_s, 1),
+                "k": args.k, "server": args.server, "engine_start_s": start_s,
+                "engine": args.vespa_url or "embedded",
+                "load_model": "closed" if args.rate is None else "open",
+                "offered_rps": args.rate,
                 "search_threads": args.search_threads,
                 "target_hits": args.target_hits, "rank_hits": args.rank_hits,
                 # what the servers start with: the environment's count, else one

@@ -87,6 +87,9 @@ class PipelineConfig:
     # this many seconds (0: a query per request), fetched with `popularity_cache_margin` extra
     # hits so that a user's own exclusions, applied to the cached list, rarely need a live query.
     popularity_cache_s: float = 10.0
+    # ...and served up to this many seconds longer while a background query refreshes them, so
+    # a cold-start request waits for the popularity query only for a context unseen that long.
+    popularity_stale_s: float = 50.0
     popularity_cache_margin: int = 100
     excluded_categories: tuple[str, ...] = ()  # always excluded, on top of the request's
     # Products of the user's recent positive history (the newest 50 clicks, favourites, carts,
@@ -128,6 +131,8 @@ class PipelineConfig:
             raise ValueError("PipelineConfig.popularity_cache_margin must be >= 0")
         if not (isinstance(self.popularity_cache_s, int | float) and self.popularity_cache_s >= 0):
             raise ValueError("PipelineConfig.popularity_cache_s must be a number >= 0")
+        if not (isinstance(self.popularity_stale_s, int | float) and self.popularity_stale_s >= 0):
+            raise ValueError("PipelineConfig.popularity_stale_s must be a number >= 0")
         w = self.retrieval_weight
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
             raise ValueError(f"PipelineConfig.retrieval_weight must be a finite number, got {w!r}")
@@ -289,7 +294,7 @@ class RecommendationPipeline:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline")
         # Cached popularity lists, each with the cold-start candidates built from it.
         self._popular: ListCache[tuple[list[dict[str, Any]], int, _Built]] = ListCache(
-            float(cfg.popularity_cache_s)
+            float(cfg.popularity_cache_s), stale_s=float(cfg.popularity_stale_s)
         )
 
     @classmethod

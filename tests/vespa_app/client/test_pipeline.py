@@ -486,6 +486,21 @@ def test_walk_candidates_are_merged_and_keep_their_source(pipeline, market, monk
     assert set(bare.recommend(user_id, 20).summary["sources"]) == {"ann"}
 
 
+def test_broken_ranking_with_walk_candidates_degrades_both_queries(pipeline, market):
+    user_id = _users_with_history(pipeline, market, 1)[0]
+    broken = RecommendationPipeline(
+        pipeline.vespa,
+        config=dataclasses.replace(pipeline.config, ranking_profile="no_such_profile"),
+        graph=pipeline.graph,
+        vectors=pipeline.vectors,
+    )
+    result = broken.recommend(user_id, 50, inspect=True)
+    assert result.degraded.startswith("ranker unavailable: ranking query: HTTP 400")
+    sources = result.summary["sources"]
+    assert sources.get("walk", 0) + sources.get("ann+walk", 0) > 0  # walk hits kept
+    assert all(row["ranker_score"] is None for row in result.stages["ranked"])
+
+
 def test_supported_by_is_the_closest_history_item_by_cosine(pipeline, market):
     user_id = _users_with_history(pipeline, market, 1)[0]
     result = pipeline.recommend(user_id, 10)
