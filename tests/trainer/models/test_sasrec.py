@@ -66,10 +66,10 @@ LAYOUTS = [
 ]
 
 
-@pytest.mark.parametrize(("attention", "layout", "attention_output"), LAYOUTS)
-def test_future_tokens_do_not_change_earlier_outputs(attention, layout, attention_output):
+def layout_model(max_len: int, attention: str, layout: str, attention_output: bool) -> SASRec:
+    """A small SASRec with context features, in one of LAYOUTS' block layouts."""
     config = SASRecConfig(
-        max_len=40,
+        max_len=max_len,
         dim=16,
         attention=attention,
         block_size=4,
@@ -77,7 +77,12 @@ def test_future_tokens_do_not_change_earlier_outputs(attention, layout, attentio
         layout=layout,
         attention_output=attention_output,
     )
-    model = SASRec(config, 10, 50)
+    return SASRec(config, 10, 50)
+
+
+@pytest.mark.parametrize(("attention", "layout", "attention_output"), LAYOUTS)
+def test_future_tokens_do_not_change_earlier_outputs(attention, layout, attention_output):
+    model = layout_model(40, attention, layout, attention_output)
     model.network.eval()
     items, features = random_tokens(model, 2, 40, pad=3)
     changed = items.clone()
@@ -91,16 +96,7 @@ def test_future_tokens_do_not_change_earlier_outputs(attention, layout, attentio
 
 @pytest.mark.parametrize(("attention", "layout", "attention_output"), LAYOUTS)
 def test_left_padding_does_not_change_the_user_vector(attention, layout, attention_output):
-    config = SASRecConfig(
-        max_len=30,
-        dim=16,
-        attention=attention,
-        block_size=4,
-        features=FEATURES,
-        layout=layout,
-        attention_output=attention_output,
-    )
-    model = SASRec(config, 10, 50)
+    model = layout_model(30, attention, layout, attention_output)
     model.network.eval()
     items, features = random_tokens(model, 1, 30, pad=21)  # 9 real tokens
     with torch.no_grad():
