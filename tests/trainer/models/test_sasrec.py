@@ -245,17 +245,23 @@ def test_user_vectors_of_length_sorted_trimmed_batches_equal_full_width(data, mo
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+def loss_and_states(model: SASRec, batch: dict[str, torch.Tensor]):
+    """``model.loss(batch)`` without dropout, then the generator rewound to draw the same
+    negatives again, and the states, targets and mask a reference loss needs."""
+    model.network.eval()  # no dropout: the generator alone draws the negatives
+    state = model.generator.get_state()
+    loss = model.loss(batch)
+    model.generator.set_state(state)
+    hidden = model.network(batch["items"], {})
+    where = batch["targets"] > 0
+    return loss, hidden[where], batch["targets"][where], where
+
+
 @pytest.mark.parametrize("loss", ["bce", "sampled"])
 def test_negative_losses_equal_separate_positive_and_negative_lookups(data, loss):
     model = SASRec(SASRecConfig(max_len=12, dim=16, loss=loss, negatives=8), 150, 24)
     batch = {k: v[:16] for k, v in model.training_examples(data).items()}
-    model.network.eval()  # no dropout: the generator alone draws the negatives
-    state = model.generator.get_state()
-    got = model.loss(batch)
-    model.generator.set_state(state)
-    hidden = model.network(batch["items"], {})
-    where = batch["targets"] > 0
-    h, target = hidden[where], batch["targets"][where]
+    got, h, target, _ = loss_and_states(model, batch)
     table = model.network.encoder.item.weight
     if loss == "bce":
         negative = model._uniform(target.shape)
@@ -459,13 +465,7 @@ def test_length_groups_of_random_users_give_the_same_loss(data):
     groups = length_groups(batch, 16)
     assert [len(g["items"]) for g in groups] == [16, 16, 8]
     assert [g["items"].shape[1] for g in groups][-1] == 20 > groups[0]["items"].shape[1]
-    model.network.eval()  # no dropout: the generator alone draws the negatives
-    state = model.generator.get_state()
-    grouped = model.loss(batch)
-    model.generator.set_state(state)
-    hidden = model.network(batch["items"], {})
-    where = batch["targets"] > 0
-    h, target = hidden[where], batch["targets"][where]
+    grouped, h, target, where = loss_and_states(model, batch)
     user = batch["user"][:, None].expand_as(batch["targets"])[where]
     # Groups list positions shortest sequence first: draw the negatives in that order.
     order = torch.argsort(lengths, stable=True)
